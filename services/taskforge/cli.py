@@ -42,7 +42,7 @@ def _run_module(module: str, settings: Settings, args: argparse.Namespace) -> in
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="taskforge",
-        description="taskforge: jobs over REST, recorded in PostgreSQL, delivered by Redis Streams.",
+        description="taskforge: jobs over REST, kept in PostgreSQL, delivered by Redis Streams.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -64,8 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
         commands.add_parser(name, help=summary, description=summary)
 
     commands.add_parser(
-        "migrate", help="apply the database schema and exit", description="Apply pending "
-        "migrations under an advisory lock (safe when several replicas start at once)."
+        "migrate",
+        help="apply the database schema and exit",
+        description="Apply pending "
+        "migrations under an advisory lock (safe when several replicas start at once).",
     )
     extra_commands: list[Callable[[Any], None]] = []
     for module in ("taskforge.bench", "taskforge.client.cli"):

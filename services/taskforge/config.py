@@ -56,9 +56,7 @@ def parse_queues(text: str) -> tuple[str, ...]:
         raise ValueError("no queue named; give at least one, e.g. default")
     for queue in queues:
         if not QUEUE_NAME.match(queue):
-            raise ValueError(
-                f"queue {queue!r} is invalid; use 1-64 letters, digits, '_', '.', '-'"
-            )
+            raise ValueError(f"queue {queue!r} is invalid; use 1-64 letters, digits, '_', '.', '-'")
     return queues
 
 
@@ -109,7 +107,7 @@ def _positive_duration(text: str) -> float:
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything a deployable reads from its environment. Field ``x`` comes from ``TASKFORGE_X``."""
+    """Everything a deployable reads from its environment: field ``x`` is ``TASKFORGE_X``."""
 
     postgres_url: str = DEFAULT_POSTGRES_URL
     redis_url: str = DEFAULT_REDIS_URL

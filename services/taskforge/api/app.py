@@ -1,0 +1,26 @@
+"""The api application factory."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from taskforge import resources
+from taskforge.api import jobs
+from taskforge.api.errors import error_middleware, request_id_middleware
+from taskforge.config import Settings
+from taskforge.ops import add_ops_routes
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The REST API with its stores; health and readiness also answer on the API port."""
+    app = resources.base_app(
+        settings,
+        client_max_size=settings.max_body_bytes,
+        middlewares=[request_id_middleware, error_middleware],
+    )
+    app.cleanup_ctx.append(resources.postgres_ctx)
+    app.cleanup_ctx.append(resources.redis_ctx)
+    app.router.add_routes(jobs.routes)
+    checks = app[resources.CHECKS]
+    add_ops_routes(app, checks)
+    return app

@@ -1,0 +1,121 @@
+"""Consistent JSON errors ``{"error": {"code", "message", "details"}}`` and the middlewares
+that guarantee them (no HTML error pages, never a bare 500) plus ``X-Request-ID``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from taskforge import metrics
+from taskforge.resources import SETTINGS
+
+log = logging.getLogger("taskforge.api")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+REQUEST_ID = "X-Request-ID"
+
+
+class ApiError(Exception):
+    """An error the client can act on: HTTP status, stable code, message, details."""
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+def error_response(
+    status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+) -> web.Response:
+    """A JSON error body in the one shape every endpoint uses."""
+    return web.json_response(
+        {"error": {"code": code, "message": message, "details": details}},
+        status=status,
+        headers=headers,
+    )
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+}
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Echo the client's X-Request-ID (or make one) on every response, errors included."""
+    incoming = request.headers.get(REQUEST_ID, "")
+    request_id = (
+        incoming if 0 < len(incoming) <= 200 and incoming.isprintable() else uuid.uuid4().hex
+    )
+    request["request_id"] = request_id
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers[REQUEST_ID] = request_id
+        raise
+    response.headers[REQUEST_ID] = request_id
+    return response
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every failure into the JSON error shape; log unexpected ones with the request id."""
+    started = time.perf_counter()
+    route = request.match_info.route.resource
+    route_name = route.canonical if route is not None else "unmatched"
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except ApiError as exc:
+        status = exc.status
+        return error_response(exc.status, exc.code, exc.message, exc.details)
+    except web.HTTPException as exc:
+        status = exc.status
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        message = exc.reason
+        if exc.status == 413:
+            limit = request.app[SETTINGS].max_body_bytes
+            message = (
+                f"request body too large; the limit is {limit} bytes (TASKFORGE_MAX_BODY_BYTES)"
+            )
+        elif exc.status == 404:
+            message = f"no such endpoint: {request.method} {request.path}"
+        elif exc.status == 405:
+            message = f"{request.method} is not allowed on {request.path}"
+        return error_response(exc.status, code, message, None, headers=dict(exc.headers))
+    except Exception:
+        log.exception(
+            "unhandled error",
+            extra={"action": "http.error", "request_id": request.get("request_id")},
+        )
+        return error_response(
+            500,
+            "internal_error",
+            "internal error; report the X-Request-ID of this response",
+            {"request_id": request.get("request_id")},
+        )
+    finally:
+        elapsed = time.perf_counter() - started
+        metrics.HTTP_REQUESTS.labels(request.method, route_name, str(status)).inc()
+        metrics.HTTP_LATENCY.labels(request.method, route_name).observe(elapsed)

@@ -1,0 +1,69 @@
+"""``/v1/jobs``: submit and inspect jobs. The api only INSERTs; the dispatcher sends."""
+
+from __future__ import annotations
+
+import uuid
+
+from aiohttp import web
+
+from taskforge import lifecycle, metrics
+from taskforge.api.errors import ApiError
+from taskforge.api.validation import (
+    parse_json,
+    request_hash,
+    validate_idempotency_key,
+    validate_job,
+)
+from taskforge.resources import POOL, SETTINGS
+
+routes = web.RouteTableDef()
+
+
+def job_id_from(request: web.Request) -> uuid.UUID:
+    """The ``{id}`` path segment as a UUID, or a 404 (an invalid id names no job)."""
+    raw = request.match_info["id"]
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise ApiError(404, "job_not_found", f"no job with id {raw!r} (ids are UUIDs)") from None
+
+
+@routes.post("/v1/jobs")
+async def submit_job(request: web.Request) -> web.Response:
+    """Store a pending job: 202 when created, 200 for a repeated Idempotency-Key with the same
+    body, 422 for a repeated key with a different body."""
+    key = validate_idempotency_key(request.headers.get("Idempotency-Key"))
+    body = parse_json(await request.read())
+    values = validate_job(body, request.app[SETTINGS])
+    values["idempotency_key"] = key
+    values["traceparent"] = request.get("traceparent")
+    values["tracestate"] = request.get("tracestate")
+    fingerprint = request_hash(body) if key else None
+    async with request.app[POOL].acquire() as conn:
+        outcome = await lifecycle.submit(conn, values, fingerprint)
+    job = outcome.job
+    if not outcome.created:
+        if outcome.request_hash != fingerprint:
+            raise ApiError(
+                422,
+                "idempotency_key_reused",
+                "this Idempotency-Key was already used with a different request body; "
+                "use a new key for a different job",
+                {"job_id": str(job.id)},
+            )
+        return web.json_response(
+            job.to_json(), status=200, headers={"Location": f"/v1/jobs/{job.id}"}
+        )
+    metrics.JOBS_SUBMITTED.labels(job.queue).inc()
+    return web.json_response(job.to_json(), status=202, headers={"Location": f"/v1/jobs/{job.id}"})
+
+
+@routes.get("/v1/jobs/{id}")
+async def get_job(request: web.Request) -> web.Response:
+    """The job: status, attempts, timestamps, last error, result."""
+    job_id = job_id_from(request)
+    async with request.app[POOL].acquire() as conn:
+        job = await lifecycle.get_job(conn, job_id)
+    if job is None:
+        raise ApiError(404, "job_not_found", f"no job with id {job_id}")
+    return web.json_response(job.to_json())

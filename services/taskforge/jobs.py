@@ -1,0 +1,166 @@
+"""The job model: states, the job record, the submitted job spec, backoff and ids."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+Json = Any
+"""A value orjson can encode: dict, list, str, int, float, bool or None."""
+
+
+class Status(StrEnum):
+    """Where a job is in its life; see DESIGN's state table for who moves it out."""
+
+    PENDING = "pending"
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    COMPLETED = "completed"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATUSES = frozenset({Status.COMPLETED, Status.DEAD, Status.CANCELLED})
+WAITING_STATUSES = frozenset({Status.PENDING, Status.RETRYING, Status.QUEUED})
+DISPATCHABLE_STATUSES = frozenset({Status.PENDING, Status.RETRYING})
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a client submits. Defaults for unset fields come from the settings."""
+
+    type: str
+    payload: dict[str, Json] = field(default_factory=dict)
+    queue: str = "default"
+    priority: int = 0
+    max_attempts: int | None = None
+    timeout_seconds: float | None = None
+    run_at: datetime | None = None
+    delay_seconds: float | None = None
+    idempotency_key: str | None = None
+    traceparent: str | None = None
+    tracestate: str | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as PostgreSQL records it.
+
+    Set by the client: ``type``, ``payload``, ``queue``, ``priority``, ``max_attempts``,
+    ``timeout_seconds``, ``run_at``. Set by taskforge: everything else.
+    """
+
+    id: uuid.UUID
+    queue: str
+    type: str
+    payload: dict[str, Json]
+    status: Status
+    priority: int
+    attempts: int
+    max_attempts: int
+    run_at: datetime
+    timeout_seconds: float
+    idempotency_key: str | None
+    traceparent: str | None
+    tracestate: str | None
+    stream_id: str | None
+    lease_expires_at: datetime | None
+    worker: str | None
+    last_error: str | None
+    result: Json
+    cancel_requested: bool
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Job:
+        """Build from an asyncpg record holding every ``jobs`` column."""
+        return cls(
+            id=row["id"],
+            queue=row["queue"],
+            type=row["type"],
+            payload=row["payload"],
+            status=Status(row["status"]),
+            priority=row["priority"],
+            attempts=row["attempts"],
+            max_attempts=row["max_attempts"],
+            run_at=row["run_at"],
+            timeout_seconds=row["timeout_seconds"],
+            idempotency_key=row["idempotency_key"],
+            traceparent=row["traceparent"],
+            tracestate=row["tracestate"],
+            stream_id=row["stream_id"],
+            lease_expires_at=row["lease_expires_at"],
+            worker=row["worker"],
+            last_error=row["last_error"],
+            result=row["result"],
+            cancel_requested=row["cancel_requested"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+        )
+
+    def to_json(self) -> dict[str, Json]:
+        """The job as the REST API shows it."""
+        return {
+            "id": str(self.id),
+            "queue": self.queue,
+            "type": self.type,
+            "payload": self.payload,
+            "status": self.status.value,
+            "priority": self.priority,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "run_at": _iso(self.run_at),
+            "timeout_seconds": self.timeout_seconds,
+            "idempotency_key": self.idempotency_key,
+            "last_error": self.last_error,
+            "result": self.result,
+            "cancel_requested": self.cancel_requested,
+            "worker": self.worker,
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "traceparent": self.traceparent,
+        }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def backoff_delay(
+    attempt: int, base: float, maximum: float, rng: random.Random | None = None
+) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(maximum, base * 2**(attempt-1))].
+
+    Full jitter spreads a burst of failures out instead of retrying them in lockstep.
+    """
+    ceiling = min(maximum, base * (2 ** max(attempt - 1, 0))) if attempt < 64 else maximum
+    return (rng or random).uniform(0.0, ceiling)
+
+
+def uuid7() -> uuid.UUID:
+    """A time-ordered UUID (version 7): 48-bit Unix milliseconds then random bits.
+
+    Time order keeps the primary key index append-mostly and makes ids sort by creation.
+    """
+    millis = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (millis & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76
+    value |= ((rand >> 62) & 0xFFF) << 64
+    value |= 0b10 << 62
+    value |= rand & ((1 << 62) - 1)
+    return uuid.UUID(int=value)

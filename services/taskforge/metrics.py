@@ -1,0 +1,91 @@
+"""Prometheus metrics shared by the deployables (names are part of the product: DESIGN).
+
+Labels are bounded: queue, type, outcome — never job ids.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+    600,
+    1800,
+    3600,
+)
+
+QUEUE_DEPTH = Gauge(
+    "taskforge_queue_depth",
+    "Jobs waiting in a queue: due but not dispatched, plus queued in the stream",
+    ["queue"],
+)
+OLDEST_JOB_AGE = Gauge(
+    "taskforge_oldest_job_age_seconds",
+    "Age of the oldest due job of a queue that has not started",
+    ["queue"],
+)
+RUNNING_JOBS = Gauge("taskforge_running_jobs", "Jobs running in a queue", ["queue"])
+DLQ_COUNT = Gauge("taskforge_dlq_count", "Jobs in the dead-letter state")
+
+JOB_ATTEMPTS = Counter("taskforge_job_attempts_total", "Attempts started", ["queue", "type"])
+JOB_SUCCESS = Counter("taskforge_job_success_total", "Attempts that completed", ["queue", "type"])
+JOB_FAILURE = Counter(
+    "taskforge_job_failure_total",
+    "Attempts that failed (outcome retrying, dead, cancelled or timeout)",
+    ["queue", "type", "outcome"],
+)
+JOB_RUNTIME = Histogram(
+    "taskforge_job_runtime_seconds", "Handler run time", ["queue", "type"], buckets=LATENCY_BUCKETS
+)
+JOB_TIME_IN_QUEUE = Histogram(
+    "taskforge_job_time_in_queue_seconds",
+    "From due (run_at) to claimed by a worker",
+    ["queue"],
+    buckets=LATENCY_BUCKETS,
+)
+WORKER_UTILIZATION = Gauge(
+    "taskforge_worker_utilization", "Busy slots over all slots of this worker", ["queue"]
+)
+JOBS_RECLAIMED = Counter(
+    "taskforge_jobs_reclaimed_total", "Jobs rescued by the reaper", ["queue", "reason"]
+)
+JOBS_SUBMITTED = Counter("taskforge_jobs_submitted_total", "Jobs accepted by the api", ["queue"])
+JOBS_DISPATCHED = Counter(
+    "taskforge_jobs_dispatched_total", "Jobs sent to a stream by the scheduler", ["queue"]
+)
+DISPATCH_BATCH = Histogram(
+    "taskforge_dispatch_batch_size",
+    "Jobs per dispatcher batch",
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500),
+)
+STALE_ENTRIES = Counter(
+    "taskforge_stale_entries_total", "Stream entries acked without running", ["queue"]
+)
+STORE_ERRORS = Counter(
+    "taskforge_store_errors_total", "Errors talking to PostgreSQL or Redis", ["store", "component"]
+)
+HTTP_REQUESTS = Counter(
+    "taskforge_http_requests_total", "API requests", ["method", "route", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "taskforge_http_request_duration_seconds",
+    "API request latency",
+    ["method", "route"],
+    buckets=LATENCY_BUCKETS,
+)

@@ -1,0 +1,26 @@
+"""``taskforge migrate``: apply the schema and exit."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from taskforge.config import Settings
+from taskforge.logs import configure_logging
+from taskforge.store import migrate_url
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    """Apply pending migrations to TASKFORGE_POSTGRES_URL."""
+    configure_logging("migrate", settings.log_level, settings.log_format)
+    try:
+        applied = asyncio.run(migrate_url(settings.postgres_url))
+    except OSError as exc:
+        print(
+            f"taskforge migrate: cannot reach PostgreSQL ({exc}); check TASKFORGE_POSTGRES_URL",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
+    return 0

@@ -1,0 +1,164 @@
+"""What every deployable's aiohttp application shares: typed app keys, the store clients as
+``cleanup_ctx`` resources, readiness checks, and the runner with uvloop and signal handling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from taskforge import store, streams
+from taskforge.config import Settings
+from taskforge.logs import configure_logging
+from taskforge.ops import ReadinessCheck, add_ops_routes
+
+log = logging.getLogger("taskforge")
+
+SETTINGS = web.AppKey("settings", Settings)
+POOL = web.AppKey("pool", asyncpg.Pool)
+REDIS = web.AppKey("redis", aioredis.Redis)
+CHECKS = web.AppKey("checks", dict[str, ReadinessCheck])
+SHUTDOWN = web.AppKey("shutdown", asyncio.Event)
+
+
+def base_app(settings: Settings, **kwargs: Any) -> web.Application:
+    """An application holding the settings and an (initially empty) readiness check table."""
+    app = web.Application(**kwargs)
+    app[SETTINGS] = settings
+    app[CHECKS] = {}
+    app[SHUTDOWN] = asyncio.Event()
+    return app
+
+
+async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
+    """A migrated asyncpg pool for the life of the app; PostgreSQL in the readiness checks."""
+    settings = app[SETTINGS]
+    pool = await store.connect_with_retry(settings.postgres_url, max_size=settings.pool_size)
+    app[POOL] = pool
+
+    async def check() -> None:
+        async with pool.acquire(timeout=1.5) as conn:
+            await conn.fetchval("SELECT 1")
+
+    app[CHECKS]["postgres"] = check
+    yield
+    await pool.close()
+
+
+async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    """A Redis client for the life of the app; Redis in the readiness checks."""
+    client = streams.connect(app[SETTINGS].redis_url)
+    app[REDIS] = client
+
+    async def check() -> None:
+        await client.ping()
+
+    app[CHECKS]["redis"] = check
+    yield
+    await client.aclose()
+
+
+def background(
+    name: str, loop: Callable[[web.Application, asyncio.Event], Coroutine[Any, Any, None]]
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup_ctx running ``loop(app, stop)`` as a named task; cleanup sets ``stop`` and waits.
+
+    If the loop dies of an error, the process stops instead of limping on without it.
+    """
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(loop(app, stop), name=name)
+
+        def died(done: asyncio.Task[None]) -> None:
+            if not done.cancelled() and done.exception() is not None and not stop.is_set():
+                log.error(
+                    "background loop died; stopping",
+                    exc_info=done.exception(),
+                    extra={"action": "loop.died", "loop": name},
+                )
+                app[SHUTDOWN].set()
+
+        task.add_done_callback(died)
+        yield
+        stop.set()
+        try:
+            await task
+        except Exception:
+            log.exception("background loop failed", extra={"action": "loop.failed", "loop": name})
+
+    return ctx
+
+
+def ops_app(main: web.Application) -> web.Application:
+    """The ops application (health, readiness, metrics) reading the main app's checks."""
+    app = web.Application()
+    checks: dict[str, ReadinessCheck] = main[CHECKS]
+    add_ops_routes(app, checks)
+    return app
+
+
+def serve(
+    service: str,
+    settings: Settings,
+    factory: Callable[[Settings], Awaitable[web.Application] | web.Application],
+    *,
+    port: int | None = None,
+) -> int:
+    """Run a deployable: its app on ``port`` (or only ops), ops on the ops port, until SIGTERM."""
+    configure_logging(service, settings.log_level, settings.log_format)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # uvloop is optional on platforms without it
+        pass
+
+    async def start() -> None:
+        made = factory(settings)
+        app = await made if isinstance(made, Awaitable) else made
+        ops = ops_app(app)
+
+        async def ops_ctx(_: web.Application) -> AsyncIterator[None]:
+            runner = web.AppRunner(ops, access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, settings.http_host, settings.ops_port).start()
+            log.info(
+                "ops server listening",
+                extra={"action": "ops.listen", "port": settings.ops_port},
+            )
+            yield
+            await runner.cleanup()
+
+        # The ops port comes up first so liveness answers while the stores connect.
+        app.cleanup_ctx.insert(0, ops_ctx)
+        shutdown = app[SHUTDOWN]
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, shutdown.set)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        if port is not None:
+            await web.TCPSite(runner, settings.http_host, port).start()
+            log.info("listening", extra={"action": "http.listen", "port": port})
+        log.info("started", extra={"action": "service.start", "service": service})
+        try:
+            await shutdown.wait()
+            log.info("stopping", extra={"action": "service.stopping", "service": service})
+        finally:
+            # cleanup_ctx unwinds in reverse: background loops stop before their stores close.
+            await runner.cleanup()
+            log.info("stopped", extra={"action": "service.stop", "service": service})
+
+    try:
+        asyncio.run(start())
+    except KeyboardInterrupt:
+        pass
+    return 0

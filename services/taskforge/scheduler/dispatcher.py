@@ -1,0 +1,166 @@
+"""The dispatcher: moves due rows from PostgreSQL into the Redis job streams.
+
+Only this module writes job entries to job streams, and only for rows it holds locked:
+``SELECT … FOR UPDATE SKIP LOCKED`` (priority order) → one XADD pipeline → ``UPDATE … queued,
+stream_id`` → COMMIT. If Redis fails, the transaction rolls back and the rows stay due; if
+PostgreSQL fails after the XADDs, those entries are stale (their rows are not queued with
+that stream id) and workers drop them. Several scheduler replicas skip each other's rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+import asyncpg
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from taskforge import lifecycle, metrics, streams
+from taskforge.lifecycle import DueJob
+
+log = logging.getLogger("taskforge.scheduler")
+
+NOTIFY_CHANNEL = "taskforge_jobs"
+PAUSED_REFRESH_SECONDS = 1.0
+
+
+class Dispatcher:
+    """Sends due jobs in batches; wakes on NOTIFY, on the next due time, or every poll interval."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        redis: aioredis.Redis,
+        *,
+        batch_size: int = 500,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self.pool = pool
+        self.redis = redis
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.wake = asyncio.Event()
+        self._known_queues: set[str] = set()
+        self._paused: list[str] = []
+        self._paused_at = 0.0
+
+    async def _refresh_paused(self, conn: asyncpg.Connection) -> None:
+        now = time.monotonic()
+        if now - self._paused_at >= PAUSED_REFRESH_SECONDS:
+            self._paused = await lifecycle.paused_queues(conn)
+            self._paused_at = now
+
+    async def dispatch_once(self) -> int:
+        """Send one batch of due jobs; returns how many were sent."""
+        async with self.pool.acquire() as conn:
+            await self._refresh_paused(conn)
+            async with conn.transaction():
+                due = await lifecycle.select_due(conn, self.batch_size, self._paused)
+                if not due:
+                    return 0
+                stream_ids = await self._send(due)
+                await lifecycle.mark_queued(conn, [job.id for job in due], stream_ids)
+        metrics.DISPATCH_BATCH.observe(len(due))
+        for job in due:
+            metrics.JOBS_DISPATCHED.labels(job.queue).inc()
+        return len(due)
+
+    async def _send(self, due: Sequence[DueJob]) -> list[str]:
+        new_queues = {job.queue for job in due} - self._known_queues
+        if new_queues:
+            await streams.ensure_groups(self.redis, new_queues)
+            self._known_queues |= new_queues
+        messages = []
+        for job in due:
+            headers = {}
+            if job.traceparent:
+                headers["traceparent"] = job.traceparent
+                if job.tracestate:
+                    headers["tracestate"] = job.tracestate
+            messages.append(
+                (
+                    job.queue,
+                    streams.encode(
+                        job.id,
+                        job.type,
+                        job.queue,
+                        job.attempt,
+                        job.priority,
+                        job.timeout_seconds,
+                        headers,
+                    ),
+                )
+            )
+        return await streams.send(self.redis, messages)
+
+    async def _sleep_time(self) -> float:
+        async with self.pool.acquire() as conn:
+            until = await lifecycle.seconds_until_next_due(conn, self._paused)
+        if until is None:
+            return self.poll_interval
+        return min(max(until, 0.005), self.poll_interval)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Dispatch until ``stop`` is set; store errors are logged and retried with backoff."""
+        backoff = 0.1
+        while not stop.is_set():
+            try:
+                sent = await self.dispatch_once()
+                backoff = 0.1
+                if sent >= self.batch_size:
+                    continue  # more are due: keep going without waiting
+                delay = await self._sleep_time()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, RedisError) as exc:
+                # The transaction rolled back; the rows are still due and nothing is lost.
+                store = "redis" if isinstance(exc, RedisError) else "postgres"
+                metrics.STORE_ERRORS.labels(store, "scheduler").inc()
+                if store == "redis":
+                    self._known_queues.clear()  # Redis may have restarted empty
+                log.warning(
+                    "dispatch failed; retrying",
+                    extra={"action": "dispatch.error", "error": repr(exc), "retry_in": backoff},
+                )
+                delay = backoff
+                backoff = min(backoff * 2, 5.0)
+            self.wake.clear()
+            await _wait_any(stop, self.wake, timeout=delay)
+
+    def notified(self, *_: object) -> None:
+        """LISTEN callback: something new may be due. Many notifications make one wake-up."""
+        self.wake.set()
+
+
+async def _wait_any(*events: asyncio.Event, timeout: float) -> None:
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+async def listen(pool_url: str, dispatcher: Dispatcher, stop: asyncio.Event) -> None:
+    """Hold a LISTEN connection (reconnecting after failures) that wakes the dispatcher."""
+    backoff = 0.2
+    while not stop.is_set():
+        conn: asyncpg.Connection | None = None
+        try:
+            conn = await asyncpg.connect(pool_url)
+            await conn.add_listener(NOTIFY_CHANNEL, dispatcher.notified)
+            backoff = 0.2
+            dispatcher.wake.set()  # catch anything inserted while we were not listening
+            while not stop.is_set() and not conn.is_closed():
+                await _wait_any(stop, timeout=1.0)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning(
+                "LISTEN connection lost; reconnecting",
+                extra={"action": "listen.error", "error": repr(exc), "retry_in": backoff},
+            )
+            await _wait_any(stop, timeout=backoff)
+            backoff = min(backoff * 2, 5.0)
+        finally:
+            if conn is not None and not conn.is_closed():
+                await conn.close()

@@ -1,0 +1,116 @@
+"""PostgreSQL access: the pool, its codecs, and the versioned migrations.
+
+Driver errors stay asyncpg's; the lifecycle module above decides what they mean.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from importlib import resources
+from typing import Any
+
+import asyncpg
+import orjson
+
+log = logging.getLogger("taskforge.store")
+
+# Any constant shared by every taskforge process; one process at a time migrates.
+MIGRATION_LOCK_ID = 0x7461736B  # "task"
+
+Pool = asyncpg.Pool
+Connection = asyncpg.Connection
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda value: orjson.dumps(value).decode(),
+        decoder=orjson.loads,
+        schema="pg_catalog",
+    )
+
+
+async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    """A pool whose connections read and write jsonb as Python objects (orjson)."""
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        # Prepared statements are cached per connection; the lifecycle's queries are few.
+        statement_cache_size=256,
+        command_timeout=60,
+    )
+    return pool
+
+
+def migration_files() -> list[tuple[int, str, str]]:
+    """(version, name, sql) for every file under ``taskforge/migrations``, in order."""
+    found = []
+    for entry in resources.files("taskforge.migrations").iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            found.append((version, entry.name, entry.read_text()))
+    return sorted(found)
+
+
+async def migrate(conn: asyncpg.Connection) -> list[str]:
+    """Apply pending migrations under an advisory lock; return the names applied.
+
+    Several replicas starting together queue on the lock; the later ones find nothing to do.
+    """
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS taskforge_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {
+            row["version"] for row in await conn.fetch("SELECT version FROM taskforge_migrations")
+        }
+        applied = []
+        for version, name, sql in migration_files():
+            if version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute(
+                    "INSERT INTO taskforge_migrations (version, name) VALUES ($1, $2)",
+                    version,
+                    name,
+                )
+            log.info("migration applied", extra={"action": "migrate", "migration": name})
+            applied.append(name)
+        return applied
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
+
+
+async def migrate_url(url: str) -> list[str]:
+    """Connect, migrate, disconnect."""
+    conn = await asyncpg.connect(url)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()
+
+
+async def connect_with_retry(url: str, *, attempts: int = 30, **kwargs: Any) -> asyncpg.Pool:
+    """Create a pool, retrying with backoff while PostgreSQL is not reachable yet."""
+    delay = 0.2
+    for attempt in range(1, attempts + 1):
+        try:
+            await migrate_url(url)
+            return await create_pool(url, **kwargs)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            if attempt == attempts:
+                raise
+            log.warning(
+                "PostgreSQL not reachable, retrying",
+                extra={"action": "store.connect", "error": str(exc), "retry_in": delay},
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    raise AssertionError("unreachable")

@@ -1,0 +1,196 @@
+"""Redis Streams: key names, the message envelope, and the batched stream operations.
+
+Only the scheduler calls :func:`send`; workers read, ack and renew; the reaper reclaims.
+Every operation that runs per job takes a batch and makes one round trip (a pipeline).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from taskforge.pb import messages_pb2
+
+GROUP = "workers"
+DLQ_STREAM = "taskforge:dlq"
+DLQ_MAXLEN = 100_000
+FIELD = b"m"
+
+
+def stream_key(queue: str) -> str:
+    """The job stream of a queue; the hash tag keeps a queue's keys in one cluster slot."""
+    return f"taskforge:{{{queue}}}:jobs"
+
+
+def backlog_key(queue: str) -> str:
+    """Hash where the scheduler publishes a queue's undispatched due rows (for the operator)."""
+    return f"taskforge:{{{queue}}}:backlog"
+
+
+def cancel_channel() -> str:
+    """Pub/sub channel on which the api tells workers to cancel a running job."""
+    return "taskforge:cancel"
+
+
+def queue_of(key: str | bytes) -> str:
+    """The queue name inside a stream key."""
+    text = key.decode() if isinstance(key, bytes) else key
+    return text[text.index("{") + 1 : text.rindex("}")]
+
+
+def connect(url: str, **kwargs: Any) -> aioredis.Redis:
+    """A client speaking bytes (the envelope is protobuf) with health checks on idle sockets."""
+    client: aioredis.Redis = aioredis.Redis.from_url(
+        url, decode_responses=False, health_check_interval=30, **kwargs
+    )
+    return client
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A decoded stream entry."""
+
+    stream_id: str
+    job_id: uuid.UUID
+    type: str
+    queue: str
+    attempt: int
+    enqueued_at: float
+    priority: int
+    timeout_seconds: float
+    headers: dict[str, str]
+
+
+def encode(
+    job_id: uuid.UUID,
+    type_: str,
+    queue: str,
+    attempt: int,
+    priority: int,
+    timeout_seconds: float,
+    headers: dict[str, str],
+) -> bytes:
+    """Serialize a ``JobMessage``."""
+    message = messages_pb2.JobMessage(
+        job_id=str(job_id),
+        type=type_,
+        queue=queue,
+        attempt=attempt,
+        enqueued_at_unix_ms=int(time.time() * 1000),
+        priority=priority,
+        timeout_seconds=timeout_seconds,
+        headers=headers,
+    )
+    data: bytes = message.SerializeToString()
+    return data
+
+
+def decode(stream_id: str, data: bytes) -> Envelope | None:
+    """Parse an entry; None for an entry that is not a valid ``JobMessage`` (poison)."""
+    try:
+        message = messages_pb2.JobMessage.FromString(data)
+        job_id = uuid.UUID(message.job_id)
+    except Exception:  # protobuf raises DecodeError, uuid ValueError: both mean garbage
+        return None
+    return Envelope(
+        stream_id=stream_id,
+        job_id=job_id,
+        type=message.type,
+        queue=message.queue,
+        attempt=message.attempt,
+        enqueued_at=message.enqueued_at_unix_ms / 1000.0,
+        priority=message.priority,
+        timeout_seconds=message.timeout_seconds,
+        headers=dict(message.headers),
+    )
+
+
+async def ensure_groups(client: aioredis.Redis, queues: Iterable[str]) -> None:
+    """Create each queue's stream and consumer group if missing (idempotent)."""
+    pipe = client.pipeline(transaction=False)
+    for queue in queues:
+        pipe.xgroup_create(stream_key(queue), GROUP, id="0", mkstream=True)
+    for result in await pipe.execute(raise_on_error=False):
+        if isinstance(result, ResponseError) and "BUSYGROUP" not in str(result):
+            raise result
+
+
+async def send(client: aioredis.Redis, messages: Sequence[tuple[str, bytes]]) -> list[str]:
+    """XADD every (queue, message) in one pipeline; the entry ids in the same order."""
+    pipe = client.pipeline(transaction=False)
+    for queue, data in messages:
+        pipe.xadd(stream_key(queue), {FIELD: data})
+    ids = await pipe.execute()
+    return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+
+async def read(
+    client: aioredis.Redis, queues: Sequence[str], consumer: str, count: int, block_ms: int
+) -> list[tuple[str, str, bytes | None]]:
+    """XREADGROUP new entries from the queues' streams: (queue, stream id, data)."""
+    reply: Any = await client.xreadgroup(
+        GROUP, consumer, {stream_key(q): ">" for q in queues}, count=count, block=block_ms
+    )
+    found: list[tuple[str, str, bytes | None]] = []
+    for key, entries in reply or []:
+        queue = queue_of(key)
+        for entry_id, fields in entries:
+            found.append((queue, entry_id.decode(), (fields or {}).get(FIELD)))
+    return found
+
+
+async def ack(client: aioredis.Redis, entries: Sequence[tuple[str, str]]) -> None:
+    """XACK (queue, stream id) pairs, one XACK per stream, in one pipeline."""
+    if not entries:
+        return
+    by_queue: dict[str, list[str]] = {}
+    for queue, stream_id in entries:
+        by_queue.setdefault(queue, []).append(stream_id)
+    pipe = client.pipeline(transaction=False)
+    for queue, ids in by_queue.items():
+        pipe.xack(stream_key(queue), GROUP, *ids)
+    await pipe.execute()
+
+
+async def touch(client: aioredis.Redis, consumer: str, entries: Sequence[tuple[str, str]]) -> None:
+    """Reset the idle time of entries this consumer holds (XCLAIM … JUSTID to itself).
+
+    The reaper reclaims entries idle past the visibility timeout; a heartbeat calls this so a
+    long-running job is never taken for one whose worker died.
+    """
+    if not entries:
+        return
+    by_queue: dict[str, list[str]] = {}
+    for queue, stream_id in entries:
+        by_queue.setdefault(queue, []).append(stream_id)
+    pipe = client.pipeline(transaction=False)
+    for queue, ids in by_queue.items():
+        pipe.xclaim(stream_key(queue), GROUP, consumer, 0, list[Any](ids), justid=True)
+    await pipe.execute()
+
+
+async def publish_dead(client: aioredis.Redis, notices: Sequence[dict[str, Any]]) -> None:
+    """Append dead-letter notices to ``taskforge:dlq`` (approximately capped)."""
+    if not notices:
+        return
+    pipe = client.pipeline(transaction=False)
+    for notice in notices:
+        message = messages_pb2.DeadLetterNotice(
+            job_id=str(notice["job_id"]),
+            type=notice["type"],
+            queue=notice["queue"],
+            attempts=notice["attempts"],
+            error=notice.get("error") or "",
+            died_at_unix_ms=int(time.time() * 1000),
+            headers=notice.get("headers") or {},
+        )
+        pipe.xadd(
+            DLQ_STREAM, {FIELD: message.SerializeToString()}, maxlen=DLQ_MAXLEN, approximate=True
+        )
+    await pipe.execute()

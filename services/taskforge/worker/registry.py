@@ -1,0 +1,131 @@
+"""Handler registry: ``@registry.job("email.send")`` on async or sync functions.
+
+A handler receives a :class:`JobContext` and the job's payload and returns a JSON-encodable
+result. It asks for a retry by raising :class:`Retry` (optionally with a delay) and gives up
+for good by raising :class:`Fail`; any other exception is a retryable failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from taskforge.jobs import Json
+
+HandlerFunc = Callable[["JobContext", dict[str, Json]], Awaitable[Json] | Json]
+
+
+class Retry(Exception):
+    """Raise in a handler to retry the job, after ``delay`` seconds or the usual backoff."""
+
+    def __init__(self, reason: str = "retry requested", *, delay: float | None = None) -> None:
+        super().__init__(reason)
+        self.delay = delay
+
+
+class Fail(Exception):
+    """Raise in a handler to fail the job terminally: it goes to the dead-letter state now."""
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a handler knows about the attempt it runs."""
+
+    job_id: uuid.UUID
+    type: str
+    queue: str
+    attempt: int
+    max_attempts: int
+    stream_id: str
+    logger: logging.LoggerAdapter[logging.Logger]
+
+
+@dataclass(frozen=True)
+class Handler:
+    """A registered handler; sync functions run in a thread so they never block the loop."""
+
+    name: str
+    func: HandlerFunc
+    is_async: bool
+    timeout: float | None = None
+
+    async def __call__(self, ctx: JobContext, payload: dict[str, Json]) -> Json:
+        if self.is_async:
+            return await self.func(ctx, payload)
+        return await asyncio.to_thread(self.func, ctx, payload)
+
+
+class Registry:
+    """Maps job types to handlers."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+
+    def job(
+        self, name: str, *, timeout: float | None = None
+    ) -> Callable[[HandlerFunc], HandlerFunc]:
+        """Register the decorated function as the handler of job type ``name``."""
+        if not name or len(name) > 200:
+            raise ValueError("a job type is 1-200 characters")
+
+        def register(func: HandlerFunc) -> HandlerFunc:
+            if name in self._handlers:
+                raise ValueError(f"job type {name!r} is already registered")
+            self._handlers[name] = Handler(name, func, inspect.iscoroutinefunction(func), timeout)
+            return func
+
+        return register
+
+    def include(self, other: Registry) -> None:
+        """Add every handler of ``other``; a type registered twice is an error."""
+        for name, handler in other._handlers.items():
+            if name in self._handlers and self._handlers[name] is not handler:
+                raise ValueError(f"job type {name!r} is registered by two registries")
+            self._handlers[name] = handler
+
+    def get(self, name: str) -> Handler | None:
+        """The handler of a job type, or None."""
+        return self._handlers.get(name)
+
+    @property
+    def types(self) -> list[str]:
+        """Registered job types, sorted."""
+        return sorted(self._handlers)
+
+
+class HandlerImportError(ValueError):
+    """TASKFORGE_HANDLERS names something that cannot be imported as a registry."""
+
+
+def load(paths: Iterable[str]) -> Registry:
+    """The built-in handlers plus every registry named in ``paths`` (``module`` or ``module:attr``).
+
+    A module without ``:attr`` must define ``registry``.
+    """
+    from taskforge.worker.builtins import builtins
+
+    registry = Registry()
+    registry.include(builtins)
+    for path in paths:
+        module_name, _, attr = path.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise HandlerImportError(
+                f"TASKFORGE_HANDLERS: cannot import {module_name!r} ({exc}); "
+                "is it installed or on PYTHONPATH?"
+            ) from None
+        found: Any = getattr(module, attr or "registry", None)
+        if not isinstance(found, Registry):
+            raise HandlerImportError(
+                f"TASKFORGE_HANDLERS: {path!r} is not a taskforge Registry; name one as "
+                "'module:attribute' (a module alone must define 'registry')"
+            )
+        registry.include(found)
+    return registry

@@ -1,0 +1,80 @@
+"""Running the dispatcher and a worker inside the test's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from taskforge import lifecycle
+from taskforge.config import Settings
+from taskforge.jobs import TERMINAL_STATUSES, Job
+from taskforge.scheduler.dispatcher import Dispatcher, listen
+from taskforge.worker.consumer import Worker
+from taskforge.worker.registry import Registry, load
+
+
+@asynccontextmanager
+async def running_pipeline(
+    pool: asyncpg.Pool,
+    redis: aioredis.Redis,
+    settings: Settings,
+    registry: Registry | None = None,
+    workers: int = 1,
+) -> AsyncIterator[list[Worker]]:
+    """Dispatcher (with LISTEN) and ``workers`` workers until the block ends."""
+    stop = asyncio.Event()
+    dispatcher = Dispatcher(pool, redis, batch_size=settings.dispatch_batch,
+                            poll_interval=settings.poll_interval)
+    registry = registry or load(())
+    consumers = [Worker(pool, redis, registry, settings, f"test-{i}") for i in range(workers)]
+    tasks = [
+        asyncio.create_task(dispatcher.run(stop)),
+        asyncio.create_task(listen(settings.postgres_url, dispatcher, stop)),
+        *(asyncio.create_task(w.run(stop)) for w in consumers),
+    ]
+    try:
+        yield consumers
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 30)
+
+
+def job_values(type_: str = "ping", **overrides: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "type": type_, "payload": {}, "queue": "default", "priority": 0, "max_attempts": 5,
+        "timeout_seconds": 30.0, "run_at": None, "delay_seconds": None,
+        "idempotency_key": None,
+    }
+    values.update(overrides)
+    return values
+
+
+async def submit(pool: asyncpg.Pool, type_: str = "ping", **overrides: Any) -> Job:
+    async with pool.acquire() as conn:
+        result = await lifecycle.submit(conn, job_values(type_, **overrides), None)
+    return result.job
+
+
+async def wait_terminal(
+    pool: asyncpg.Pool, ids: list[uuid.UUID], timeout: float = 20.0
+) -> dict[uuid.UUID, Job]:
+    """Poll until every job is terminal; fail with the stragglers' states otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        async with pool.acquire() as conn:
+            rows = await conn.fetch("SELECT * FROM jobs WHERE id = ANY($1)", ids)
+        jobs = {row["id"]: Job.from_row(row) for row in rows}
+        if len(jobs) == len(ids) and all(j.status in TERMINAL_STATUSES for j in jobs.values()):
+            return jobs
+        if time.monotonic() > deadline:
+            waiting = {str(i): j.status.value for i, j in jobs.items()
+                       if j.status not in TERMINAL_STATUSES}
+            raise AssertionError(f"jobs not terminal after {timeout}s: {waiting}")
+        await asyncio.sleep(0.05)
