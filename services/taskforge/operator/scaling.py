@@ -20,8 +20,8 @@ import enum
 import math
 from dataclasses import dataclass
 
-TOLERANCE = 0.1
-"""How far the backlog per replica may stray from the target before replicas change."""
+TOLERANCE_DIVISOR = 10
+"""The backlog may stray 1/10 (10%) from the replicas' capacity before replicas change."""
 
 
 class Reason(enum.StrEnum):
@@ -116,8 +116,9 @@ def recommend(policy: Policy, current: int, signal: Signal) -> int:
 
 
 def _within_tolerance(policy: Policy, current: int, backlog: int) -> bool:
-    ratio = backlog / (current * policy.target_backlog_per_replica)
-    return abs(ratio - 1.0) <= TOLERANCE
+    # |backlog / capacity - 1| <= 10%, in integers: 1100 against 1000 must not be 1.1000000001.
+    capacity = current * policy.target_backlog_per_replica
+    return abs(backlog - capacity) * TOLERANCE_DIVISOR <= capacity
 
 
 def decide(
