@@ -30,8 +30,9 @@ async def running_pipeline(
 ) -> AsyncIterator[list[Worker]]:
     """Dispatcher (with LISTEN) and ``workers`` workers until the block ends."""
     stop = asyncio.Event()
-    dispatcher = Dispatcher(pool, redis, batch_size=settings.dispatch_batch,
-                            poll_interval=settings.poll_interval)
+    dispatcher = Dispatcher(
+        pool, redis, batch_size=settings.dispatch_batch, poll_interval=settings.poll_interval
+    )
     registry = registry or load(())
     consumers = [Worker(pool, redis, registry, settings, f"test-{i}") for i in range(workers)]
     tasks = [
@@ -48,8 +49,14 @@ async def running_pipeline(
 
 def job_values(type_: str = "ping", **overrides: Any) -> dict[str, Any]:
     values: dict[str, Any] = {
-        "type": type_, "payload": {}, "queue": "default", "priority": 0, "max_attempts": 5,
-        "timeout_seconds": 30.0, "run_at": None, "delay_seconds": None,
+        "type": type_,
+        "payload": {},
+        "queue": "default",
+        "priority": 0,
+        "max_attempts": 5,
+        "timeout_seconds": 30.0,
+        "run_at": None,
+        "delay_seconds": None,
         "idempotency_key": None,
     }
     values.update(overrides)
@@ -74,7 +81,8 @@ async def wait_terminal(
         if len(jobs) == len(ids) and all(j.status in TERMINAL_STATUSES for j in jobs.values()):
             return jobs
         if time.monotonic() > deadline:
-            waiting = {str(i): j.status.value for i, j in jobs.items()
-                       if j.status not in TERMINAL_STATUSES}
+            waiting = {
+                str(i): j.status.value for i, j in jobs.items() if j.status not in TERMINAL_STATUSES
+            }
             raise AssertionError(f"jobs not terminal after {timeout}s: {waiting}")
         await asyncio.sleep(0.05)

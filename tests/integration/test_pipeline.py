@@ -33,9 +33,14 @@ async def test_every_transition_is_recorded_in_history(pool, redis_client, setti
     async with pool.acquire() as conn:
         events = await conn.fetch(
             "SELECT from_status, to_status, attempt, actor FROM job_events WHERE job_id = $1"
-            " ORDER BY id", job.id)
+            " ORDER BY id",
+            job.id,
+        )
     assert [(e["from_status"], e["to_status"]) for e in events] == [
-        (None, "pending"), ("pending", "queued"), ("queued", "running"), ("running", "completed")
+        (None, "pending"),
+        ("pending", "queued"),
+        ("queued", "running"),
+        ("running", "completed"),
     ]
     assert events[2]["actor"].startswith("worker:")
 
@@ -95,7 +100,10 @@ async def test_sync_handler_runs_in_a_thread(pool, redis_client, settings):
 
     @registry.job("sync.add")
     def add(ctx, payload):
-        return {"sum": payload["a"] + payload["b"], "other_thread": threading.get_ident() != main_thread}
+        return {
+            "sum": payload["a"] + payload["b"],
+            "other_thread": threading.get_ident() != main_thread,
+        }
 
     job = await submit(pool, "sync.add", payload={"a": 2, "b": 3})
     async with running_pipeline(pool, redis_client, settings, registry):
@@ -140,13 +148,13 @@ async def test_hundreds_of_jobs_across_two_workers_all_complete(pool, redis_clie
         done = await wait_terminal(pool, [j.id for j in jobs], timeout=60)
     assert {j.status for j in done.values()} == {Status.COMPLETED}
     async with pool.acquire() as conn:
-        runs = await conn.fetchval(
-            "SELECT count(*) FROM job_events WHERE to_status = 'running'")
+        runs = await conn.fetchval("SELECT count(*) FROM job_events WHERE to_status = 'running'")
     assert runs == 300  # each ran exactly once
 
 
-async def test_stale_entry_is_acked_without_running(pool: asyncpg.Pool, redis_client: aioredis.Redis,
-                                                    settings):
+async def test_stale_entry_is_acked_without_running(
+    pool: asyncpg.Pool, redis_client: aioredis.Redis, settings
+):
     job = await submit(pool, "ping")
     await streams.ensure_groups(redis_client, ["default"])
     # An entry for a row that is still pending (never dispatched): stale.

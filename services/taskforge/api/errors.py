@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from taskforge import metrics
+from taskforge.api.keys import REQUEST_ID as REQUEST_ID_KEY
 from taskforge.resources import SETTINGS
 
 log = logging.getLogger("taskforge.api")
@@ -64,7 +65,7 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     request_id = (
         incoming if 0 < len(incoming) <= 200 and incoming.isprintable() else uuid.uuid4().hex
     )
-    request["request_id"] = request_id
+    request[REQUEST_ID_KEY] = request_id
     try:
         response = await handler(request)
     except web.HTTPException as exc:
@@ -103,17 +104,24 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             message = f"no such endpoint: {request.method} {request.path}"
         elif exc.status == 405:
             message = f"{request.method} is not allowed on {request.path}"
-        return error_response(exc.status, code, message, None, headers=dict(exc.headers))
+        # Keep headers that mean something to the client (Allow, Retry-After, ...), not the
+        # exception's own body headers.
+        kept = {
+            k: v
+            for k, v in exc.headers.items()
+            if k.lower() not in {"content-type", "content-length"}
+        }
+        return error_response(exc.status, code, message, None, headers=kept)
     except Exception:
         log.exception(
             "unhandled error",
-            extra={"action": "http.error", "request_id": request.get("request_id")},
+            extra={"action": "http.error", "request_id": request.get(REQUEST_ID_KEY)},
         )
         return error_response(
             500,
             "internal_error",
             "internal error; report the X-Request-ID of this response",
-            {"request_id": request.get("request_id")},
+            {"request_id": request.get(REQUEST_ID_KEY)},
         )
     finally:
         elapsed = time.perf_counter() - started

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from taskforge import lifecycle, metrics
 from taskforge.api.errors import ApiError
+from taskforge.api.keys import TRACEPARENT, TRACESTATE
 from taskforge.api.validation import (
     parse_json,
     request_hash,
@@ -36,8 +37,8 @@ async def submit_job(request: web.Request) -> web.Response:
     body = parse_json(await request.read())
     values = validate_job(body, request.app[SETTINGS])
     values["idempotency_key"] = key
-    values["traceparent"] = request.get("traceparent")
-    values["tracestate"] = request.get("tracestate")
+    values["traceparent"] = request.get(TRACEPARENT)
+    values["tracestate"] = request.get(TRACESTATE)
     fingerprint = request_hash(body) if key else None
     async with request.app[POOL].acquire() as conn:
         outcome = await lifecycle.submit(conn, values, fingerprint)

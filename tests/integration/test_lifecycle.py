@@ -1,0 +1,127 @@
+"""Transitions under races: the fences that keep a job from running twice or losing a result."""
+
+from __future__ import annotations
+
+import asyncio
+
+from taskforge import lifecycle
+from taskforge.jobs import Status
+from taskforge.lifecycle import Outcome
+from tests.integration.helpers import submit
+
+
+async def _queue(pool, job_id, stream_id="1-0"):
+    async with pool.acquire() as conn, conn.transaction():
+        due = await lifecycle.select_due(conn, 10, [])
+        assert [d.id for d in due] == [job_id]
+        await lifecycle.mark_queued(conn, [job_id], [stream_id])
+
+
+async def test_claim_waits_for_a_dispatch_in_flight_instead_of_dropping_it(pool):
+    """A worker can read an entry before the dispatcher commits; the claim must not miss it."""
+    job = await submit(pool, "ping")
+    dispatcher_conn = await pool.acquire()
+    tx = dispatcher_conn.transaction()
+    await tx.start()
+    due = await lifecycle.select_due(dispatcher_conn, 10, [])
+    await lifecycle.mark_queued(dispatcher_conn, [due[0].id], ["5-0"])  # not committed yet
+
+    async def worker_claim():
+        async with pool.acquire() as conn:
+            return await lifecycle.claim(conn, [(job.id, "5-0")], "worker:w1", 30)
+
+    claiming = asyncio.create_task(worker_claim())
+    await asyncio.sleep(0.3)
+    assert not claiming.done()  # blocked on the dispatcher's row lock
+    await tx.commit()
+    await pool.release(dispatcher_conn)
+    claimed = await asyncio.wait_for(claiming, 10)
+    assert [c.id for c in claimed] == [job.id]
+
+
+async def test_claim_of_a_stale_stream_id_is_refused(pool):
+    job = await submit(pool, "ping")
+    await _queue(pool, job.id, "7-0")
+    async with pool.acquire() as conn:
+        assert await lifecycle.claim(conn, [(job.id, "6-0")], "worker:w", 30) == []
+        assert len(await lifecycle.claim(conn, [(job.id, "7-0")], "worker:w", 30)) == 1
+        # A duplicate delivery of the same entry cannot claim twice.
+        assert await lifecycle.claim(conn, [(job.id, "7-0")], "worker:w2", 30) == []
+
+
+async def test_late_finish_cannot_overwrite_a_newer_attempt(pool):
+    job = await submit(pool, "ping")
+    await _queue(pool, job.id, "1-0")
+    async with pool.acquire() as conn:
+        first = (await lifecycle.claim(conn, [(job.id, "1-0")], "worker:a", 30))[0]
+        # Simulate the reaper rescuing attempt 1, and a second worker claiming attempt 2.
+        await conn.execute("UPDATE jobs SET status='queued', stream_id='2-0' WHERE id=$1", job.id)
+        second = (await lifecycle.claim(conn, [(job.id, "2-0")], "worker:b", 30))[0]
+        assert (first.attempt, second.attempt) == (1, 2)
+        late = await lifecycle.finish(
+            conn, [Outcome(job.id, first.attempt, Status.COMPLETED, result_json='"late"')], "w:a"
+        )
+        assert late == []
+        done = await lifecycle.finish(
+            conn, [Outcome(job.id, second.attempt, Status.COMPLETED, result_json='"b"')], "w:b"
+        )
+        assert [d.status for d in done] == [Status.COMPLETED]
+        final = await lifecycle.get_job(conn, job.id)
+    assert final is not None and final.result == "b"
+
+
+async def test_retrying_finish_sets_backoff_and_returns_to_dispatch(pool):
+    job = await submit(pool, "ping")
+    await _queue(pool, job.id)
+    async with pool.acquire() as conn:
+        claimed = (await lifecycle.claim(conn, [(job.id, "1-0")], "worker:a", 30))[0]
+        await lifecycle.finish(
+            conn,
+            [Outcome(job.id, claimed.attempt, Status.RETRYING, error="boom", delay=30)],
+            "worker:a",
+        )
+        row = await lifecycle.get_job(conn, job.id)
+        assert row is not None
+        assert row.status is Status.RETRYING and row.last_error == "boom"
+        assert (row.run_at - row.updated_at).total_seconds() > 25
+        assert await lifecycle.select_due(conn, 10, []) == []  # not due yet
+
+
+async def test_hand_back_returns_running_job_to_pending_at_once(pool):
+    job = await submit(pool, "ping")
+    await _queue(pool, job.id)
+    async with pool.acquire() as conn:
+        claimed = (await lifecycle.claim(conn, [(job.id, "1-0")], "worker:a", 30))[0]
+        back = await lifecycle.hand_back(conn, [(job.id, claimed.attempt)], "worker:a", "shutdown")
+        assert back == [job.id]
+        row = await lifecycle.get_job(conn, job.id)
+        assert row is not None and row.status is Status.PENDING
+        assert [d.id for d in await lifecycle.select_due(conn, 10, [])] == [job.id]
+
+
+async def test_renew_leases_reports_only_owned_attempts(pool):
+    job = await submit(pool, "ping")
+    await _queue(pool, job.id)
+    async with pool.acquire() as conn:
+        claimed = (await lifecycle.claim(conn, [(job.id, "1-0")], "worker:a", 1))[0]
+        owned = await lifecycle.renew_leases(conn, [(job.id, claimed.attempt)], 60)
+        assert owned == {job.id: False}
+        assert await lifecycle.renew_leases(conn, [(job.id, claimed.attempt + 1)], 60) == {}
+
+
+async def test_two_dispatchers_never_send_the_same_row(pool):
+    jobs = [await submit(pool, "ping") for _ in range(40)]
+    a, b = await pool.acquire(), await pool.acquire()
+    try:
+        ta, tb = a.transaction(), b.transaction()
+        await ta.start()
+        await tb.start()
+        first = await lifecycle.select_due(a, 25, [])
+        second = await lifecycle.select_due(b, 25, [])
+        assert not {d.id for d in first} & {d.id for d in second}
+        assert len(first) + len(second) == len(jobs)
+        await ta.rollback()
+        await tb.rollback()
+    finally:
+        await pool.release(a)
+        await pool.release(b)

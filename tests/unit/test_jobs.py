@@ -1,0 +1,46 @@
+"""The job model: backoff with full jitter, time-ordered ids, terminal sets."""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from taskforge.jobs import TERMINAL_STATUSES, Status, backoff_delay, uuid7
+
+
+@given(
+    attempt=st.integers(min_value=1, max_value=200),
+    base=st.floats(min_value=0.001, max_value=60),
+    maximum=st.floats(min_value=60, max_value=3600),
+    seed=st.integers(),
+)
+def test_backoff_stays_within_its_exponential_ceiling(attempt, base, maximum, seed):
+    delay = backoff_delay(attempt, base, maximum, random.Random(seed))
+    ceiling = min(maximum, base * 2 ** (attempt - 1)) if attempt < 64 else maximum
+    assert 0.0 <= delay <= ceiling
+
+
+def test_backoff_is_jittered_not_lockstep():
+    rng = random.Random(7)
+    delays = {round(backoff_delay(3, 5.0, 900.0, rng), 6) for _ in range(50)}
+    assert len(delays) > 40
+
+
+def test_uuid7_is_version_7_and_time_ordered():
+    ids = []
+    for _ in range(50):
+        ids.append(uuid7())
+        time.sleep(0.002)
+    assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in ids)
+    assert ids == sorted(ids)
+    millis = ids[-1].int >> 80
+    assert abs(millis - time.time() * 1000) < 5_000
+
+
+def test_terminal_statuses():
+    assert {Status.COMPLETED, Status.DEAD, Status.CANCELLED} == TERMINAL_STATUSES
+    assert Status("queued") is Status.QUEUED
