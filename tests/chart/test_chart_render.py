@@ -42,7 +42,9 @@ def test_helm_lint_strict(values: Path) -> None:
 
 @ci_values
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-def test_rendered_manifests_are_valid_kubernetes(render: Render, values: Path, version: str) -> None:
+def test_rendered_manifests_are_valid_kubernetes(
+    render: Render, values: Path, version: str
+) -> None:
     manifests = render(values)
     checked = 0
     for manifest in manifests:

@@ -248,7 +248,8 @@ readinessProbe:
 
 {{/*
 Environment of one container.
-Call with (dict "root" $ "component" "worker" "values" .Values.worker "env" (dict ...) "redis" true "apiTokens" false).
+Call with (dict "root" $ "component" "worker" "values" .Values.worker "env" (dict ...)
+"postgres" true "redis" true "apiTokens" false): each deployable gets only the Secrets it uses.
 Plain variables are merged in this order, later wins: the chart's shared settings, the component's
 own settings ("env"), config.extraEnv, then the deployable's `env` values - so a user can override
 anything the chart sets. Secret-backed variables come first and cannot be shadowed by accident.
@@ -278,11 +279,13 @@ anything the chart sets. Secret-backed variables come first and cannot be shadow
   valueFrom:
     fieldRef:
       fieldPath: metadata.namespace
+{{- if .postgres }}
 - name: TASKFORGE_POSTGRES_URL
   valueFrom:
     secretKeyRef:
       name: {{ $values.postgres.existingSecret }}
       key: {{ $values.postgres.secretKey }}
+{{- end }}
 {{- if .redis }}
 - name: TASKFORGE_REDIS_URL
   valueFrom:
