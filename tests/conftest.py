@@ -21,7 +21,6 @@ import asyncpg
 import pytest
 import redis
 import redis.asyncio as aioredis
-
 from taskforge import store
 from taskforge.config import Settings, load_settings
 

@@ -11,7 +11,6 @@ from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
-
 from taskforge import lifecycle
 from taskforge.config import Settings
 from taskforge.jobs import TERMINAL_STATUSES, Job

@@ -6,7 +6,6 @@ import sys
 import types
 
 import pytest
-
 from taskforge.worker.registry import HandlerImportError, Registry, load
 
 

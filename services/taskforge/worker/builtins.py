@@ -16,7 +16,8 @@ async def ping(ctx: JobContext, payload: dict[str, Json]) -> Json:
     if payload.get("fail"):
         raise RuntimeError("ping asked to fail (payload fail=true)")
     message = payload.get("message", "pong")
-    ctx.logger.info("ping", extra={"action": "job.ping", "message": message})
+    # "message" is reserved by logging's LogRecord; the field is ping_message.
+    ctx.logger.info("ping", extra={"action": "job.ping", "ping_message": message})
     return {"message": message}
 
 

@@ -23,7 +23,7 @@ from taskforge import lifecycle, metrics, streams
 from taskforge.config import Settings
 from taskforge.jobs import Status, backoff_delay
 from taskforge.lifecycle import ClaimedJob, Outcome
-from taskforge.worker.registry import Fail, JobContext, Registry, Retry
+from taskforge.worker.registry import Fail, JobContext, JobLogger, Registry, Retry
 
 log = logging.getLogger("taskforge.worker")
 
@@ -71,6 +71,7 @@ class Worker:
         self._finish_ready = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._handbacks: list[tuple[uuid.UUID, int, str, str]] = []
+        self._closing = False
 
     # -- intake ---------------------------------------------------------------------------
 
@@ -110,6 +111,11 @@ class Worker:
                     backoff = min(backoff * 2, 5.0)
             await self._drain()
         finally:
+            # The finisher may be mid-flush: let it finish what it holds, never cancel it
+            # with an outcome in hand (the job would stay running until the reaper came).
+            self._closing = True
+            self._finish_ready.set()
+            await asyncio.wait({finisher}, timeout=15.0)
             await self._flush_pending()
             for side in sides:
                 side.cancel()
@@ -170,7 +176,7 @@ class Worker:
             "type": job.type,
             "attempt": job.attempt,
         }
-        logger = logging.LoggerAdapter(log, extra)
+        logger = JobLogger(log, extra)
         handler = self.registry.get(job.type)
         started = time.monotonic()
         outcome: Outcome | None
@@ -267,6 +273,8 @@ class Worker:
             await self._finish_ready.wait()
             self._finish_ready.clear()
             await self._flush_finishes()
+            if self._closing and not self._finishes:
+                return
 
     async def _flush_finishes(self) -> None:
         backoff = 0.1
@@ -297,6 +305,11 @@ class Worker:
                         "type": finished.type,
                         "status": finished.status.value,
                         "attempt": finished.attempts,
+                        **(
+                            {"error": (finished.last_error or "")[:500]}
+                            if finished.status is not Status.COMPLETED
+                            else {}
+                        ),
                     },
                 )
 
