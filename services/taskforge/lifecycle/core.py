@@ -1,4 +1,4 @@
-"""The job lifecycle: the only module that knows the SQL of state transitions.
+"""Core transitions: submit, dispatch, claim, finish, leases and hand-back.
 
 Every transition is one conditional ``UPDATE … WHERE status = … RETURNING`` whose statement
 also inserts the ``job_events`` rows (a data-modifying CTE), so a state change and its history
@@ -15,6 +15,27 @@ from datetime import datetime
 from typing import Any
 
 from taskforge.jobs import Job, Json, Status
+
+__all__ = [
+    "ClaimedJob",
+    "DueJob",
+    "Finished",
+    "Outcome",
+    "QueueBacklog",
+    "SubmitResult",
+    "claim",
+    "dead_count",
+    "finish",
+    "get_job",
+    "hand_back",
+    "mark_queued",
+    "paused_queues",
+    "queue_backlogs",
+    "renew_leases",
+    "seconds_until_next_due",
+    "select_due",
+    "submit",
+]
 
 _EVENTS_FROM = """
 INSERT INTO job_events (job_id, from_status, to_status, attempt, actor, error)

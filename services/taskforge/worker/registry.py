@@ -46,6 +46,14 @@ class JobContext:
     logger: logging.LoggerAdapter[logging.Logger]
 
 
+class JobLogger(logging.LoggerAdapter[logging.Logger]):
+    """A logger that adds the job's fields to every line, keeping the call's own ``extra``."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        kwargs["extra"] = {**(self.extra or {}), **(kwargs.get("extra") or {})}
+        return msg, kwargs
+
+
 @dataclass(frozen=True)
 class Handler:
     """A registered handler; sync functions run in a thread so they never block the loop."""
