@@ -6,7 +6,6 @@ import math
 
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-
 from taskforge.operator.scaling import (
     Decision,
     Policy,
@@ -68,7 +67,9 @@ def test_desired_is_always_within_min_and_max(
 def test_desired_is_monotone_in_backlog(
     policy: Policy, data: st.DataObject, observations: list[tuple[float, Signal]]
 ) -> None:
-    steps = run(policy, data.draw(st.integers(policy.min_replicas, policy.max_replicas)), observations)
+    steps = run(
+        policy, data.draw(st.integers(policy.min_replicas, policy.max_replicas)), observations
+    )
     now, current, last = steps[-1]
     history = last.history[:-1]  # the state before the last decision
     low = data.draw(st.integers(0, 5000))
@@ -125,7 +126,9 @@ def test_constant_backlog_never_flaps(
 
 
 @given(policies(), st.data(), signals)
-def test_scale_up_adds_at_most_the_step(policy: Policy, data: st.DataObject, signal: Signal) -> None:
+def test_scale_up_adds_at_most_the_step(
+    policy: Policy, data: st.DataObject, signal: Signal
+) -> None:
     assume(policy.scale_up_max_step > 0)
     current = data.draw(st.integers(policy.min_replicas, policy.max_replicas))
     decision = decide(policy, current, signal, (), 0.0)

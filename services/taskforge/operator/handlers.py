@@ -68,6 +68,9 @@ def operator_settings() -> kopf.OperatorSettings:
     """kopf's settings: standalone (one replica, no peering), events only when we say so."""
     settings = kopf.OperatorSettings()
     settings.peering.standalone = True
+    # One namespace, named: no cluster-wide listing of namespaces and CRDs, so the operator
+    # needs no ClusterRole. The CRD must exist when the operator starts (the chart's crds/).
+    settings.scanning.disabled = True
     settings.persistence.finalizer = FINALIZER
     # kopf turns a handler's INFO logs into Events by default; ours are posted explicitly
     # (a scale, a problem), so only kopf's own warnings and errors become Events.

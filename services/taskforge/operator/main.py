@@ -12,11 +12,14 @@ import asyncio
 import contextlib
 import logging
 import sys
+import threading
 from collections.abc import Coroutine
 from typing import Any
 
 import kopf
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from taskforge.config import ConfigError, Settings
 from taskforge.logs import configure_logging
@@ -35,11 +38,21 @@ async def operate(
     redis_url: str,
     namespace: str,
     metrics: Metrics | None = None,
-    stop_flag: asyncio.Event | None = None,
-    ready_flag: asyncio.Event | None = None,
+    stop_flag: asyncio.Event | threading.Event | None = None,
+    ready_flag: asyncio.Event | threading.Event | None = None,
 ) -> None:
-    """Run the operator until ``stop_flag`` is set (or a signal when it is None)."""
-    redis = aioredis.Redis.from_url(redis_url, socket_timeout=5.0, socket_connect_timeout=5.0)
+    """Run the operator until ``stop_flag`` is set (or SIGTERM/SIGINT when it is None).
+
+    kopf owns the loop it runs in: when it stops, it cancels every task started after it.
+    Tests therefore run this in a thread of its own (``threading.Event`` flags work there).
+    """
+    # No client-side retries: a failed poll is reported and the next poll is the retry.
+    redis = aioredis.Redis.from_url(
+        redis_url,
+        socket_timeout=5.0,
+        socket_connect_timeout=5.0,
+        retry=Retry(NoBackoff(), 0),
+    )
     credentials = Credentials()
     kube = KubeClient(credentials)
     runtime = Runtime(redis=redis, kube=kube, metrics=metrics or default_metrics())
