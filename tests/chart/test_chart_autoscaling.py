@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.chart.conftest import CHART, Render, find, one
+from tests.chart.conftest import CHART, HelmError, Render, find, one
 
 WORKER = "tf-taskforge-worker"
 
@@ -96,7 +96,5 @@ def test_operator_enabled_alone_deploys_it_without_touching_the_workers(render: 
 def test_impossible_autoscaling_fails_the_render(
     render: Render, sets: dict[str, object], message: str
 ) -> None:
-    from tests.chart.conftest import HelmError
-
     with pytest.raises(HelmError, match=message):
         render(sets=sets)
