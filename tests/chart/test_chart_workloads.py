@@ -7,7 +7,17 @@ from typing import Any
 
 import pytest
 
-from tests.chart.conftest import CHART, CI_VALUES, Manifest, Render, component, env_of, find, one
+from tests.chart.conftest import (
+    CHART,
+    CI_VALUES,
+    HelmError,
+    Manifest,
+    Render,
+    component,
+    env_of,
+    find,
+    one,
+)
 
 ALL_FEATURES = CHART / "ci" / "all-features-on-values.yaml"
 DEPLOYABLES = ["api", "scheduler", "worker", "reaper", "operator"]
@@ -276,3 +286,19 @@ def test_scheduling_constraints_reach_the_pods(render: Render) -> None:
     assert pod["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
     assert api["spec"]["template"]["metadata"]["annotations"] == {"example.com/team": "jobs"}
     assert api["spec"]["template"]["metadata"]["labels"]["example.com/tier"] == "backend"
+
+
+def test_whole_numbers_from_values_files_stay_integers(render: Render, tmp_path: Path) -> None:
+    # Helm reads numbers in values files as floats; 1000000 must not become "1e+06".
+    values = tmp_path / "big-values.yaml"
+    values.write_text("worker:\n  concurrency: 1000000\nconfig:\n  visibilityTimeout: 2.5\n")
+    worker = one(render(values), "Deployment", "tf-taskforge-worker")
+    env = env_of(container_of(worker))
+    assert env["TASKFORGE_WORKER_CONCURRENCY"]["value"] == "1000000"
+    assert env["TASKFORGE_VISIBILITY_TIMEOUT"]["value"] == "2.5"
+
+
+@pytest.mark.parametrize("name", ["TASKFORGE_POSTGRES_URL", "TASKFORGE_API_TOKENS", "POD_NAME"])
+def test_env_cannot_shadow_what_the_chart_sets_from_secrets(render: Render, name: str) -> None:
+    with pytest.raises(HelmError, match=f"{name} is set by the chart"):
+        render(sets={f"api.env.{name}": "x"})

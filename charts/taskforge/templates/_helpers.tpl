@@ -271,6 +271,11 @@ anything the chart sets. Secret-backed variables come first and cannot be shadow
 {{- $_ := set $plain "OTEL_EXPORTER_OTLP_ENDPOINT" . }}
 {{- end }}
 {{- $plain = mergeOverwrite $plain (.env | default dict) ($values.config.extraEnv | default dict) (.values.env | default dict) }}
+{{- range $reserved := list "POD_NAME" "POD_NAMESPACE" "TASKFORGE_POSTGRES_URL" "TASKFORGE_REDIS_URL" "TASKFORGE_API_TOKENS" }}
+{{- if hasKey $plain $reserved }}
+{{- fail (printf "%s is set by the chart (from a Secret or the pod itself); use the postgres, redis or apiTokens values instead of env" $reserved) }}
+{{- end }}
+{{- end }}
 - name: POD_NAME
   valueFrom:
     fieldRef:
@@ -302,6 +307,18 @@ anything the chart sets. Secret-backed variables come first and cannot be shadow
 {{- end }}
 {{- range $name, $value := $plain }}
 - name: {{ $name }}
-  value: {{ $value | toString | quote }}
+  value: {{ include "taskforge.envValue" $value | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+A value as environment text. Numbers from values files arrive as float64, which Go prints as
+1e+06: whole numbers are printed as integers, so TASKFORGE_WORKER_CONCURRENCY=1000000 parses.
+*/}}
+{{- define "taskforge.envValue" -}}
+{{- if and (kindIs "float64" .) (eq . (floor .)) }}
+{{- int64 . }}
+{{- else }}
+{{- toString . }}
 {{- end }}
 {{- end }}
