@@ -7,6 +7,7 @@ from aiohttp import web
 from taskforge import resources
 from taskforge.api import jobs
 from taskforge.api.errors import error_middleware, request_id_middleware
+from taskforge.api.notifier import notifier_ctx
 from taskforge.config import Settings
 from taskforge.ops import add_ops_routes
 
@@ -20,6 +21,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app.cleanup_ctx.append(resources.postgres_ctx)
     app.cleanup_ctx.append(resources.redis_ctx)
+    app.cleanup_ctx.append(notifier_ctx)
     app.router.add_routes(jobs.routes)
     checks = app[resources.CHECKS]
     add_ops_routes(app, checks)

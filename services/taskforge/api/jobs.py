@@ -9,6 +9,7 @@ from aiohttp import web
 from taskforge import lifecycle, metrics
 from taskforge.api.errors import ApiError
 from taskforge.api.keys import TRACEPARENT, TRACESTATE
+from taskforge.api.notifier import NOTIFIER
 from taskforge.api.validation import (
     parse_json,
     request_hash,
@@ -56,6 +57,7 @@ async def submit_job(request: web.Request) -> web.Response:
             job.to_json(), status=200, headers={"Location": f"/v1/jobs/{job.id}"}
         )
     metrics.JOBS_SUBMITTED.labels(job.queue).inc()
+    request.app[NOTIFIER].poke()
     return web.json_response(job.to_json(), status=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
 

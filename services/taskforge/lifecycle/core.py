@@ -29,6 +29,7 @@ __all__ = [
     "get_job",
     "hand_back",
     "mark_queued",
+    "notify_dispatcher",
     "paused_queues",
     "queue_backlogs",
     "renew_leases",
@@ -392,6 +393,14 @@ async def hand_back(
 
 
 PAUSED_QUEUES = "SELECT name FROM queues WHERE paused"
+
+NOTIFY_DISPATCHER = "SELECT pg_notify('taskforge_jobs', '')"
+
+
+async def notify_dispatcher(conn: Any) -> None:
+    """Wake the dispatcher (LISTEN taskforge_jobs); inside a transaction it fires at commit."""
+    await conn.execute(NOTIFY_DISPATCHER)
+
 
 QUEUE_BACKLOG = """
 SELECT queue,

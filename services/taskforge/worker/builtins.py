@@ -41,3 +41,9 @@ async def fail(ctx: JobContext, payload: dict[str, Json]) -> Json:
 async def dead(ctx: JobContext, payload: dict[str, Json]) -> Json:
     """Fail terminally at once."""
     raise Fail(str(payload.get("message", "dead job fails terminally")))
+
+
+@builtins.job("noop")
+async def noop(ctx: JobContext, payload: dict[str, Json]) -> Json:
+    """Do nothing and return nothing: what benchmarks measure is the system around it."""
+    return None

@@ -1,0 +1,170 @@
+"""What ``taskforge bench --embedded`` runs and measures: the whole system (``taskforge dev``
+in a child process) and the CPU time and peak RSS of each deployable."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+DEPLOYABLES = ("api", "scheduler", "worker", "reaper")
+
+
+class EmbeddedSystem:
+    """``taskforge dev`` on fresh embedded stores (or the TASKFORGE_*_URL servers)."""
+
+    def __init__(self, workers: int = 1) -> None:
+        self.workers = workers
+        self.data_dir = Path(tempfile.mkdtemp(prefix="taskforge-bench-"))
+        self.http_port = random.randint(20000, 29000)
+        self.ops_base = self.http_port + 1000
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def postgres_url(self) -> str:
+        configured = os.environ.get("TASKFORGE_POSTGRES_URL")
+        if configured:
+            return configured
+        return f"postgresql://postgres:@/taskforge?host={(self.data_dir / 'postgres').resolve()}"
+
+    def start(self, timeout: float = 120.0) -> None:
+        env = {
+            **os.environ,
+            "TASKFORGE_HTTP_PORT": str(self.http_port),
+            "TASKFORGE_OPS_PORT": str(self.ops_base),
+            "TASKFORGE_LOG_LEVEL": os.environ.get("TASKFORGE_LOG_LEVEL", "warning"),
+        }
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "taskforge",
+                "dev",
+                "--workers",
+                str(self.workers),
+                "--data-dir",
+                str(self.data_dir),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=(self.data_dir / "dev.log").open("wb"),
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"taskforge dev exited; see {self.data_dir / 'dev.log'}")
+            if (
+                all(self._ready(self.ops_base + i) for i in range(len(self.pids()) or 1))
+                and len(self.pids()) >= 2 + self.workers
+            ):
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"the system did not become ready in {timeout:.0f}s")
+
+    def _ready(self, port: int) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as reply:
+                return bool(reply.status == 200)
+        except OSError:
+            return False
+
+    def pids(self) -> dict[str, int]:
+        """Deployable name → pid (workers numbered), plus the embedded redis-server."""
+        if self.process is None:
+            return {}
+        found: dict[str, int] = {}
+        try:
+            children = psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.Error:
+            return {}
+        workers = 0
+        for child in children:
+            try:
+                cmdline = child.cmdline()
+            except psutil.Error:
+                continue
+            if cmdline and cmdline[-1] in DEPLOYABLES and "taskforge" in " ".join(cmdline):
+                name = cmdline[-1]
+                if name == "worker":
+                    workers += 1
+                    name = f"worker-{workers}"
+                found[name] = child.pid
+            elif cmdline and cmdline[0].endswith("redis-server"):
+                found["redis"] = child.pid
+        return found
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+class ProcessSampler:
+    """CPU seconds used during a run and peak RSS, per named process."""
+
+    def __init__(self, pids: dict[str, int] | None) -> None:
+        self.pids = pids if pids is not None else _find_deployables()
+        self._cpu: dict[str, float] = {}
+
+    def start(self) -> None:
+        self._cpu = {name: _cpu(pid) for name, pid in self.pids.items()}
+
+    def stop(self) -> dict[str, dict[str, float]]:
+        usage = {}
+        for name, pid in self.pids.items():
+            usage[name] = {
+                "cpu_seconds": round(_cpu(pid) - self._cpu.get(name, 0.0), 2),
+                "peak_rss_mb": round(_peak_rss(pid) / 2**20, 1),
+            }
+        return usage
+
+
+def _find_deployables() -> dict[str, int]:
+    """Deployables running on this machine (for a bench against an already running system)."""
+    found: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info.get("cmdline") or []
+        if cmdline and cmdline[-1] in DEPLOYABLES and "taskforge" in " ".join(cmdline):
+            counts[cmdline[-1]] = counts.get(cmdline[-1], 0) + 1
+            found[f"{cmdline[-1]}-{counts[cmdline[-1]]}"] = process.pid
+    return found
+
+
+def _cpu(pid: int) -> float:
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return 0.0
+    return float(times.user + times.system)
+
+
+def _peak_rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(psutil.Process(pid).memory_info().rss)
+    except psutil.Error:
+        return 0
