@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -14,8 +15,8 @@ import asyncpg
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from taskforge import store, streams
-from taskforge.config import Settings
+from taskforge import store, streams, telemetry
+from taskforge.config import ConfigError, Settings
 from taskforge.logs import configure_logging
 from taskforge.ops import ReadinessCheck, add_ops_routes
 
@@ -115,6 +116,11 @@ def serve(
     """Run a deployable: its app on ``port`` (or only ops), ops on the ops port, until SIGTERM."""
     configure_logging(service, settings.log_level, settings.log_format)
     try:
+        tracing = telemetry.setup(service)
+    except ConfigError as exc:
+        print(f"taskforge {service}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
         import uvloop
 
         uvloop.install()
@@ -139,6 +145,9 @@ def serve(
 
         # The ops port comes up first so liveness answers while the stores connect.
         app.cleanup_ctx.insert(0, ops_ctx)
+        if tracing is not None:
+            # First in, last out: spans of the loops' final moments are flushed too.
+            app.cleanup_ctx.insert(0, telemetry.tracing_ctx)
         shutdown = app[SHUTDOWN]
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -8,6 +8,7 @@ from taskforge import resources
 from taskforge.api import jobs
 from taskforge.api.errors import error_middleware, request_id_middleware
 from taskforge.api.notifier import notifier_ctx
+from taskforge.api.tracing import tracing_middleware
 from taskforge.config import Settings
 from taskforge.ops import add_ops_routes
 
@@ -17,7 +18,8 @@ def create_app(settings: Settings) -> web.Application:
     app = resources.base_app(
         settings,
         client_max_size=settings.max_body_bytes,
-        middlewares=[request_id_middleware, error_middleware],
+        # Tracing is outermost: its span covers the others and sees the final status.
+        middlewares=[tracing_middleware, request_id_middleware, error_middleware],
     )
     app.cleanup_ctx.append(resources.postgres_ctx)
     app.cleanup_ctx.append(resources.redis_ctx)

@@ -6,7 +6,7 @@ import uuid
 
 from aiohttp import web
 
-from taskforge import lifecycle, metrics
+from taskforge import lifecycle, metrics, spans
 from taskforge.api.errors import ApiError
 from taskforge.api.keys import TRACEPARENT, TRACESTATE
 from taskforge.api.notifier import NOTIFIER
@@ -38,11 +38,14 @@ async def submit_job(request: web.Request) -> web.Response:
     body = parse_json(await request.read())
     values = validate_job(body, request.app[SETTINGS])
     values["idempotency_key"] = key
-    values["traceparent"] = request.get(TRACEPARENT)
-    values["tracestate"] = request.get(TRACESTATE)
     fingerprint = request_hash(body) if key else None
-    async with request.app[POOL].acquire() as conn:
-        outcome = await lifecycle.submit(conn, values, fingerprint)
+    traceparent, tracestate = request.get(TRACEPARENT), request.get(TRACESTATE)
+    with spans.create(values["queue"], values["type"], traceparent, tracestate) as created:
+        values["traceparent"] = created.traceparent
+        values["tracestate"] = created.tracestate
+        async with request.app[POOL].acquire() as conn:
+            outcome = await lifecycle.submit(conn, values, fingerprint)
+        created.stored(outcome.job.id, outcome.created)
     job = outcome.job
     if not outcome.created:
         if outcome.request_hash != fingerprint:

@@ -18,7 +18,7 @@ import asyncpg
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from taskforge import lifecycle, metrics, streams
+from taskforge import lifecycle, metrics, spans, streams
 from taskforge.lifecycle import DueJob
 
 log = logging.getLogger("taskforge.scheduler")
@@ -73,10 +73,13 @@ class Dispatcher:
         if new_queues:
             await streams.ensure_groups(self.redis, new_queues)
             self._known_queues |= new_queues
+        # With tracing on, each entry carries its own ``send`` span's context (a child of the
+        # row's); with it off, the row's context is passed through as stored.
+        batch = spans.send_batch(due)
         messages = []
-        for job in due:
-            headers = {}
-            if job.traceparent:
+        for index, job in enumerate(due):
+            headers = batch.headers[index] if batch is not None else {}
+            if batch is None and job.traceparent:
                 headers["traceparent"] = job.traceparent
                 if job.tracestate:
                     headers["tracestate"] = job.tracestate
@@ -94,7 +97,15 @@ class Dispatcher:
                     ),
                 )
             )
-        return await streams.send(self.redis, messages)
+        if batch is None:
+            return await streams.send(self.redis, messages)
+        try:
+            stream_ids = await streams.send(self.redis, messages)
+        except BaseException as exc:
+            batch.failed(exc)
+            raise
+        batch.sent(stream_ids)
+        return stream_ids
 
     async def _sleep_time(self) -> float:
         async with self.pool.acquire() as conn:

@@ -19,7 +19,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from taskforge import lifecycle, metrics, streams
+from taskforge import lifecycle, metrics, spans, streams
 from taskforge.config import Settings
 from taskforge.jobs import Status, backoff_delay
 from taskforge.lifecycle import ClaimedJob, Outcome
@@ -38,6 +38,7 @@ class Running:
     task: asyncio.Task[None] | None = None
     lease_deadline: float = 0.0
     cancel_reason: str | None = None
+    headers: dict[str, str] | None = None  # the stream entry's (trace context)
 
 
 @dataclass
@@ -78,6 +79,7 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop``; then drain within the grace period and hand back the rest."""
         await self._ensure_groups()
+        self._utilization()  # exported from the start, not from the first job
         finisher = asyncio.create_task(self._finisher(), name="finisher")
         heartbeat = asyncio.create_task(self._heartbeat(), name="heartbeat")
         sides = {finisher, heartbeat}
@@ -135,6 +137,7 @@ class Worker:
     async def _claim_and_start(self, entries: list[tuple[str, str, bytes | None]]) -> None:
         stale: list[tuple[str, str]] = []
         wanted: list[tuple[uuid.UUID, str]] = []
+        headers: dict[str, dict[str, str]] = {}
         for queue, stream_id, data in entries:
             envelope = streams.decode(stream_id, data) if data else None
             if envelope is None:
@@ -145,6 +148,7 @@ class Worker:
                 stale.append((queue, stream_id))
                 continue
             wanted.append((envelope.job_id, stream_id))
+            headers[stream_id] = envelope.headers
         async with self.pool.acquire() as conn:
             claimed = await lifecycle.claim(conn, wanted, self.actor, self.settings.lease_seconds)
         claimed_ids = {job.stream_id for job in claimed}
@@ -161,7 +165,7 @@ class Worker:
             metrics.JOB_TIME_IN_QUEUE.labels(job.queue).observe(
                 max(now - job.run_at.timestamp(), 0.0)
             )
-            running = Running(job, lease_deadline=deadline)
+            running = Running(job, lease_deadline=deadline, headers=headers.get(job.stream_id))
             self.running[job.id] = running
             running.task = asyncio.create_task(self._execute(running), name=f"job:{job.id}")
         self._utilization()
@@ -180,27 +184,30 @@ class Worker:
         handler = self.registry.get(job.type)
         started = time.monotonic()
         outcome: Outcome | None
-        try:
-            if handler is None:
-                outcome = self._dead(
-                    job,
-                    f"no handler registered for job type {job.type!r} on queue {job.queue!r}; "
-                    "register it with @registry.job in a module named by TASKFORGE_HANDLERS",
-                )
-            else:
-                ctx = JobContext(
-                    job.id,
-                    job.type,
-                    job.queue,
-                    job.attempt,
-                    job.max_attempts,
-                    job.stream_id,
-                    logger,
-                )
-                timeout = handler.timeout or job.timeout_seconds
-                outcome = await self._call(handler, ctx, job, timeout)
-        except asyncio.CancelledError:
-            outcome = self._on_cancel(running)
+        # The handler runs inside the job's CONSUMER span, so spans it makes nest under it.
+        with spans.process(job, running.headers, self.name) as span:
+            try:
+                if handler is None:
+                    outcome = self._dead(
+                        job,
+                        f"no handler registered for job type {job.type!r} on queue {job.queue!r}; "
+                        "register it with @registry.job in a module named by TASKFORGE_HANDLERS",
+                    )
+                else:
+                    ctx = JobContext(
+                        job.id,
+                        job.type,
+                        job.queue,
+                        job.attempt,
+                        job.max_attempts,
+                        job.stream_id,
+                        logger,
+                    )
+                    timeout = handler.timeout or job.timeout_seconds
+                    outcome = await self._call(handler, ctx, job, timeout)
+            except asyncio.CancelledError:
+                outcome = self._on_cancel(running)
+            spans.processed(span, outcome, running.cancel_reason)
         runtime = time.monotonic() - started
         metrics.JOB_RUNTIME.labels(job.queue, job.type).observe(runtime)
         if outcome is not None:
@@ -208,7 +215,9 @@ class Worker:
                 metrics.JOB_SUCCESS.labels(job.queue, job.type).inc()
             else:
                 metrics.JOB_FAILURE.labels(job.queue, job.type, outcome.status.value).inc()
-            self._finishes.append(_Finish(outcome, job.queue, job.stream_id, job))
+            self._finishes.append(
+                _Finish(outcome, job.queue, job.stream_id, job, extra=spans.log_ids(span))
+            )
             self._finish_ready.set()
         self.running.pop(job.id, None)
         self._slot_free.set()
@@ -224,9 +233,11 @@ class Worker:
             return self._failed(job, f"Retry: {exc}", exc.delay)
         except Fail as exc:
             return self._dead(job, f"Fail: {exc}")
-        except TimeoutError:
+        except TimeoutError as exc:
+            spans.record_error(exc)
             return self._failed(job, f"timed out after {timeout:g}s")
         except Exception as exc:
+            spans.record_error(exc)
             frames = traceback.format_exception(exc, limit=-3)
             return self._failed(job, f"{type(exc).__name__}: {exc}\n{''.join(frames)[-2000:]}")
         try:
@@ -295,6 +306,8 @@ class Worker:
             dead = [d for d in done if d.status is Status.DEAD]
             if dead:
                 await self._notify_dead(dead)
+            # The span has ended by now: its ids come along so the line joins the trace.
+            trace_ids = {f.outcome.job_id: f.extra for f in batch}
             for finished in done:
                 log.info(
                     "job finished",
@@ -305,6 +318,7 @@ class Worker:
                         "type": finished.type,
                         "status": finished.status.value,
                         "attempt": finished.attempts,
+                        **trace_ids.get(finished.id, {}),
                         **(
                             {"error": (finished.last_error or "")[:500]}
                             if finished.status is not Status.COMPLETED
