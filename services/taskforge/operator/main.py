@@ -71,7 +71,12 @@ async def operate(
         await redis.aclose()
 
 
-async def serve(settings: Settings, options: OperatorSettings) -> None:
+async def serve(
+    settings: Settings,
+    options: OperatorSettings,
+    *,
+    stop_flag: asyncio.Event | threading.Event | None = None,
+) -> None:
     """The operator with its ops server on ``settings.ops_port``."""
     ready = asyncio.Event()
     probe = aioredis.Redis.from_url(settings.redis_url, socket_timeout=2.0)
@@ -91,7 +96,10 @@ async def serve(settings: Settings, options: OperatorSettings) -> None:
                 extra={"action": "start", "namespace": options.namespace},
             )
             await operate(
-                redis_url=settings.redis_url, namespace=options.namespace, ready_flag=ready
+                redis_url=settings.redis_url,
+                namespace=options.namespace,
+                stop_flag=stop_flag,
+                ready_flag=ready,
             )
     finally:
         await probe.aclose()
