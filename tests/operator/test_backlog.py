@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -29,7 +30,7 @@ async def add(redis: aioredis.Redis, queue: str, count: int) -> list[bytes]:
 
 
 async def deliver(redis: aioredis.Redis, queue: str, count: int) -> list[bytes]:
-    reply = await redis.xreadgroup(GROUP, "worker-1", {stream_key(queue): ">"}, count=count)
+    reply: Any = await redis.xreadgroup(GROUP, "worker-1", {stream_key(queue): ">"}, count=count)
     return [entry_id for _, entries in reply for entry_id, _ in entries]
 
 

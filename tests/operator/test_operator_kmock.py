@@ -124,7 +124,7 @@ async def enqueue(redis: aioredis.Redis, queue: str, count: int) -> None:
 
 async def drain(redis: aioredis.Redis, queue: str) -> None:
     """Workers read and acknowledge every entry."""
-    reply = await redis.xreadgroup(GROUP, "worker-1", {stream_key(queue): ">"}, count=100_000)
+    reply: Any = await redis.xreadgroup(GROUP, "worker-1", {stream_key(queue): ">"}, count=100_000)
     ids = [entry_id for _, entries in reply for entry_id, _ in entries]
     pending = await redis.xpending_range(stream_key(queue), GROUP, "-", "+", 100_000)
     ids += [entry["message_id"] for entry in pending]

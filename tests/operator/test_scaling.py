@@ -45,7 +45,8 @@ def run(
     policy: Policy, start: int, observations: list[tuple[float, Signal]]
 ) -> list[tuple[float, int, Decision]]:
     """Feed observations (gap before each, signal) to decide(), acting on every decision."""
-    current, history, now = start, (), 1000.0
+    current, now = start, 1000.0
+    history: tuple[Recommendation, ...] = ()
     steps = []
     for gap, signal in observations:
         now += gap
