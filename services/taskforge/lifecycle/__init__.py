@@ -5,9 +5,18 @@ also inserts its ``job_events`` rows, so a state change and its history commit t
 Split by who drives the transitions:
 
 - :mod:`.core` — submit, dispatch, claim, finish, leases, hand-back (api, scheduler, worker)
+- :mod:`.admin` — cancel, retry, move to the DLQ, replay, batch submit (api)
+- :mod:`.listing` — filtered listing with keyset cursors, job history (api)
+- :mod:`.queues` — queue stats, pause/resume, concurrency caps (api, scheduler)
+- :mod:`.schedules` — cron schedules (api, scheduler)
 """
 
+from taskforge.lifecycle import admin, listing, queues, schedules
+from taskforge.lifecycle.admin import *  # noqa: F403
 from taskforge.lifecycle.core import *  # noqa: F403
 from taskforge.lifecycle.core import __all__ as _core_all
+from taskforge.lifecycle.listing import *  # noqa: F403
+from taskforge.lifecycle.queues import *  # noqa: F403
+from taskforge.lifecycle.schedules import *  # noqa: F403
 
-__all__ = list(_core_all)
+__all__ = [*_core_all, *admin.__all__, *listing.__all__, *queues.__all__, *schedules.__all__]

@@ -45,12 +45,14 @@ class Dispatcher:
         self.wake = asyncio.Event()
         self._known_queues: set[str] = set()
         self._paused: list[str] = []
+        self._capped: list[str] = []
         self._paused_at = 0.0
 
     async def _refresh_paused(self, conn: asyncpg.Connection) -> None:
         now = time.monotonic()
         if now - self._paused_at >= PAUSED_REFRESH_SECONDS:
             self._paused = await lifecycle.paused_queues(conn)
+            self._capped = await lifecycle.capped_queues(conn)
             self._paused_at = now
 
     async def dispatch_once(self) -> int:
@@ -58,7 +60,11 @@ class Dispatcher:
         async with self.pool.acquire() as conn:
             await self._refresh_paused(conn)
             async with conn.transaction():
-                due = await lifecycle.select_due(conn, self.batch_size, self._paused)
+                # Capped queues first, only into the room under their caps; then the rest.
+                due = await lifecycle.select_due_capped(conn, self._capped, self.batch_size)
+                due += await lifecycle.select_due(
+                    conn, self.batch_size - len(due), [*self._paused, *self._capped]
+                )
                 if not due:
                     return 0
                 stream_ids = await self._send(due)
@@ -109,7 +115,8 @@ class Dispatcher:
 
     async def _sleep_time(self) -> float:
         async with self.pool.acquire() as conn:
-            until = await lifecycle.seconds_until_next_due(conn, self._paused)
+            # A capped queue's due jobs may be waiting for room: poll for them, never spin.
+            until = await lifecycle.seconds_until_next_due(conn, [*self._paused, *self._capped])
         if until is None:
             return self.poll_interval
         return min(max(until, 0.005), self.poll_interval)

@@ -10,7 +10,7 @@ from aiohttp import web
 from taskforge import resources
 from taskforge.config import Settings
 from taskforge.resources import POOL, REDIS, SETTINGS
-from taskforge.scheduler import backlog
+from taskforge.scheduler import backlog, cron
 from taskforge.scheduler.dispatcher import Dispatcher, listen
 
 
@@ -35,12 +35,13 @@ async def _publish_backlog(app: web.Application, stop: asyncio.Event) -> None:
 
 
 def create_app(settings: Settings) -> web.Application:
-    """The scheduler application: stores, dispatcher, backlog publisher."""
+    """The scheduler application: stores, dispatcher, backlog publisher, cron schedules."""
     app = resources.base_app(settings)
     app.cleanup_ctx.append(resources.postgres_ctx)
     app.cleanup_ctx.append(resources.redis_ctx)
     app.cleanup_ctx.append(resources.background("dispatcher", _dispatch))
     app.cleanup_ctx.append(resources.background("backlog", _publish_backlog))
+    app.cleanup_ctx.append(resources.background("cron", cron.run))
     return app
 
 

@@ -82,7 +82,8 @@ class Worker:
         self._utilization()  # exported from the start, not from the first job
         finisher = asyncio.create_task(self._finisher(), name="finisher")
         heartbeat = asyncio.create_task(self._heartbeat(), name="heartbeat")
-        sides = {finisher, heartbeat}
+        canceller = asyncio.create_task(self._cancel_listener(), name="cancel-listener")
+        sides = {finisher, heartbeat, canceller}
         backoff = 0.1
         try:
             while not stop.is_set():
@@ -383,6 +384,39 @@ class Worker:
         tasks = [r.task for r in self.running.values() if r.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=5.0)
+
+    # -- cancellation ---------------------------------------------------------------------
+
+    async def _cancel_listener(self) -> None:
+        """Cancel running jobs the api names on the cancel channel: pushed, not polled.
+
+        A message missed while Redis was unreachable is caught by the heartbeat, which
+        also cancels jobs whose row has ``cancel_requested``.
+        """
+        backoff = 0.1
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(streams.cancel_channel())
+                backoff = 0.1
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        self._cancel_requested(message.get("data"))
+            except STORE_ERRORS as exc:
+                self._store_error("cancel", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _cancel_requested(self, data: object) -> None:
+        try:
+            job_id = uuid.UUID(data.decode() if isinstance(data, bytes) else str(data))
+        except ValueError:
+            return  # not a job id: nothing of ours
+        if self.cancel(job_id, "cancel"):
+            log.info("cancelling job", extra={"action": "job.cancel", "job_id": str(job_id)})
 
     # -- heartbeat ------------------------------------------------------------------------
 

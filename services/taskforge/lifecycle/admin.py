@@ -1,0 +1,263 @@
+"""Operator transitions: cancel, retry, move to the DLQ, replay, and batch submit.
+
+Each is one conditional ``UPDATE … RETURNING`` (or one ``INSERT``) whose statement also writes
+the ``job_events`` rows, like :mod:`.core`. None of them NOTIFYs (that would serialize
+commits): a caller that made jobs due wakes the dispatcher itself, as submit's callers do.
+A function returns ``None`` when the job was not in a state the transition starts from; the
+caller reads the job to tell "no such job" from "not now".
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from taskforge.jobs import Job, uuid7
+from taskforge.lifecycle.core import SubmitResult
+
+__all__ = [
+    "ReplayFilter",
+    "cancel",
+    "move_to_dlq",
+    "replay",
+    "replay_matching",
+    "retry",
+    "submit_batch",
+]
+
+_EVENTS = "INSERT INTO job_events (job_id, from_status, to_status, attempt, actor, error)"
+
+# A waiting job ends at once (its stream entry, if any, becomes stale: the claim will not
+# match it). A running one only gets cancel_requested; its worker ends it when signalled.
+CANCEL = f"""
+WITH moved AS (
+    UPDATE jobs j SET
+        status = CASE WHEN j.status = 'running' THEN j.status ELSE 'cancelled' END,
+        cancel_requested = true,
+        finished_at = CASE WHEN j.status = 'running' THEN NULL ELSE now() END,
+        stream_id = CASE WHEN j.status = 'running' THEN j.stream_id END,
+        updated_at = now()
+    FROM jobs old
+    WHERE j.id = $1 AND old.id = j.id
+      AND j.status IN ('pending', 'retrying', 'queued', 'running')
+    RETURNING j.*, old.status AS from_status
+), ev AS (
+    {_EVENTS}
+    SELECT id, from_status, status, attempts, $2,
+           CASE WHEN status = 'running' THEN 'cancel requested' ELSE 'cancelled on request' END
+    FROM moved
+)
+SELECT * FROM moved
+"""
+
+MOVE_TO_DLQ = f"""
+WITH moved AS (
+    UPDATE jobs j SET status = 'dead', last_error = $3, finished_at = now(),
+        stream_id = NULL, updated_at = now()
+    FROM jobs old
+    WHERE j.id = $1 AND old.id = j.id AND j.status IN ('pending', 'retrying', 'queued')
+    RETURNING j.*, old.status AS from_status
+), ev AS (
+    {_EVENTS}
+    SELECT id, from_status, 'dead', attempts, $2, $3 FROM moved
+)
+SELECT * FROM moved
+"""
+
+# Back to pending with a fresh attempt budget; the history keeps every earlier attempt.
+_REQUEUE_SET = """
+    status = 'pending', attempts = 0, run_at = now(), last_error = NULL, result = NULL,
+    worker = NULL, lease_expires_at = NULL, stream_id = NULL, cancel_requested = false,
+    started_at = NULL, finished_at = NULL, updated_at = now()
+"""
+
+REQUEUE = f"""
+WITH moved AS (
+    UPDATE jobs j SET {_REQUEUE_SET}
+    FROM jobs old
+    WHERE j.id = $1 AND old.id = j.id AND j.status = ANY($2::text[])
+    RETURNING j.*, old.status AS from_status
+), ev AS (
+    {_EVENTS}
+    SELECT id, from_status, 'pending', 0, $3, $4 FROM moved
+)
+SELECT * FROM moved
+"""
+
+# Dead rows matching a filter. ``finished_at <= $5`` keeps a replay from picking up jobs
+# that died again after it started (a replay of a job that always fails would never end).
+_DEAD_MATCHING = """
+FROM jobs
+WHERE status = 'dead'
+  AND ($1::text IS NULL OR type = $1)
+  AND ($2::text IS NULL OR queue = $2)
+  AND ($3::text IS NULL OR strpos(lower(coalesce(last_error, '')), lower($3)) > 0)
+  AND ($4::timestamptz IS NULL OR finished_at >= $4)
+  AND finished_at <= $5
+"""
+
+COUNT_DEAD_MATCHING = "SELECT count(*) " + _DEAD_MATCHING
+
+REPLAY_MATCHING = f"""
+WITH picked AS (
+    SELECT id {_DEAD_MATCHING}
+    ORDER BY finished_at LIMIT $6 FOR UPDATE SKIP LOCKED
+), moved AS (
+    UPDATE jobs j SET {_REQUEUE_SET}
+    FROM picked WHERE j.id = picked.id AND j.status = 'dead'
+    RETURNING j.id
+), ev AS (
+    {_EVENTS}
+    SELECT id, 'dead', 'pending', 0, $7, 'replayed from the DLQ by filter' FROM moved
+)
+SELECT count(*) FROM moved
+"""
+
+INSERT_BATCH = f"""
+WITH ins AS (
+    INSERT INTO jobs (id, queue, type, payload, priority, max_attempts, timeout_seconds, run_at,
+                      idempotency_key, request_hash, traceparent, tracestate)
+    SELECT b.id, b.queue, b.type, b.payload::jsonb, b.priority, b.max_attempts, b.timeout,
+           COALESCE(b.run_at, now() + make_interval(secs => b.delay)), b.key, b.hash,
+           $12, $13
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[],
+                $7::float8[], $8::timestamptz[], $9::float8[], $10::text[], $11::text[])
+         WITH ORDINALITY
+         AS b(id, queue, type, payload, priority, max_attempts, timeout, run_at, delay, key,
+              hash, n)
+    ORDER BY b.n
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING *
+), ev AS (
+    {_EVENTS}
+    SELECT id, NULL, 'pending', 0, 'api', NULL FROM ins
+)
+SELECT * FROM ins
+"""
+
+SELECT_BY_KEYS = "SELECT * FROM jobs WHERE idempotency_key = ANY($1::text[])"
+
+
+async def cancel(conn: Any, job_id: uuid.UUID, actor: str) -> Job | None:
+    """Cancel a waiting job at once, or flag a running one; None if neither applies.
+
+    A returned job still ``running`` has ``cancel_requested``: signal its worker.
+    """
+    row = await conn.fetchrow(CANCEL, job_id, actor)
+    return Job.from_row(row) if row else None
+
+
+async def move_to_dlq(conn: Any, job_id: uuid.UUID, actor: str, reason: str) -> Job | None:
+    """Make a waiting job dead with ``reason`` as its error; None if it is not waiting."""
+    row = await conn.fetchrow(MOVE_TO_DLQ, job_id, actor, reason)
+    return Job.from_row(row) if row else None
+
+
+async def retry(conn: Any, job_id: uuid.UUID, actor: str) -> Job | None:
+    """Run a finished job (completed, cancelled or dead) again from attempt one."""
+    row = await conn.fetchrow(
+        REQUEUE, job_id, ["completed", "cancelled", "dead"], actor, "retried on request"
+    )
+    return Job.from_row(row) if row else None
+
+
+async def replay(conn: Any, job_id: uuid.UUID, actor: str) -> Job | None:
+    """Send a dead job back to pending with its attempts reset; None if it is not dead."""
+    row = await conn.fetchrow(REQUEUE, job_id, ["dead"], actor, "replayed from the DLQ")
+    return Job.from_row(row) if row else None
+
+
+@dataclass(frozen=True)
+class ReplayFilter:
+    """Which dead jobs a replay by filter takes; unset fields match everything.
+
+    Jobs that die after the replay starts never match (``died_before`` is capped at now).
+    """
+
+    type: str | None = None
+    queue: str | None = None
+    error_contains: str | None = None
+    died_after: datetime | None = None
+    died_before: datetime | None = None
+
+
+async def replay_matching(
+    conn: Any, match: ReplayFilter, actor: str, *, dry_run: bool, chunk: int = 1000
+) -> int:
+    """Replay every dead job the filter matches (in chunks); with ``dry_run`` only count them.
+
+    Each chunk commits on its own, so a replay of a large DLQ neither holds one huge
+    transaction nor loses what it did if interrupted; re-running it replays the rest.
+    """
+    cutoff = await conn.fetchval("SELECT least(COALESCE($1, now()), now())", match.died_before)
+    args = (match.type, match.queue, match.error_contains, match.died_after, cutoff)
+    if dry_run:
+        counted: int = await conn.fetchval(COUNT_DEAD_MATCHING, *args)
+        return counted
+    total = 0
+    while True:
+        moved: int = await conn.fetchval(REPLAY_MATCHING, *args, chunk, actor)
+        total += moved
+        if moved < chunk:
+            return total
+
+
+async def submit_batch(
+    conn: Any,
+    specs: Sequence[dict[str, Any]],
+    hashes: Sequence[str | None],
+    traceparent: str | None = None,
+    tracestate: str | None = None,
+) -> list[SubmitResult]:
+    """Insert many pending jobs in one statement; per spec, the created or existing job.
+
+    ``specs`` hold the same resolved values as :func:`taskforge.lifecycle.submit`; a spec
+    whose ``idempotency_key`` is taken (also by an earlier spec of the same batch) comes back
+    with ``created=False`` and the existing job, whose ``request_hash`` the caller compares.
+    """
+    results: list[SubmitResult | None] = [None] * len(specs)
+    todo = list(range(len(specs)))
+    for _ in range(3):
+        ids = {i: uuid7() for i in todo}
+        rows = await conn.fetch(
+            INSERT_BATCH,
+            [ids[i] for i in todo],
+            [specs[i]["queue"] for i in todo],
+            [specs[i]["type"] for i in todo],
+            [orjson.dumps(specs[i]["payload"]).decode() for i in todo],
+            [specs[i]["priority"] for i in todo],
+            [specs[i]["max_attempts"] for i in todo],
+            [specs[i]["timeout_seconds"] for i in todo],
+            [specs[i]["run_at"] for i in todo],
+            [float(specs[i].get("delay_seconds") or 0.0) for i in todo],
+            [specs[i].get("idempotency_key") for i in todo],
+            [hashes[i] for i in todo],
+            traceparent,
+            tracestate,
+        )
+        inserted = {row["id"]: Job.from_row(row) for row in rows}
+        for i in todo:
+            if ids[i] in inserted:
+                results[i] = SubmitResult(inserted[ids[i]], created=True, request_hash=hashes[i])
+        keys = [specs[i]["idempotency_key"] for i in todo if results[i] is None]
+        existing = (
+            {row["idempotency_key"]: row for row in await conn.fetch(SELECT_BY_KEYS, keys)}
+            if keys
+            else {}
+        )
+        for i in todo:
+            row = existing.get(specs[i].get("idempotency_key"))
+            if results[i] is None and row is not None:
+                results[i] = SubmitResult(
+                    Job.from_row(row), created=False, request_hash=row["request_hash"]
+                )
+        # A conflicting row can vanish between the two statements (retention): insert again.
+        todo = [i for i in todo if results[i] is None]
+        if not todo:
+            return [r for r in results if r is not None]
+    raise RuntimeError("idempotency keys kept conflicting with vanishing jobs")
