@@ -146,7 +146,11 @@ async def read(
 
 
 async def ack(client: aioredis.Redis, entries: Sequence[tuple[str, str]]) -> None:
-    """XACK (queue, stream id) pairs, one XACK per stream, in one pipeline."""
+    """XACK (queue, stream id) pairs, one XACK per stream, in one pipeline.
+
+    A stream or group that no longer exists (Redis flushed or restarted empty) holds nothing
+    to acknowledge: that is not an error.
+    """
     if not entries:
         return
     by_queue: dict[str, list[str]] = {}
@@ -155,14 +159,15 @@ async def ack(client: aioredis.Redis, entries: Sequence[tuple[str, str]]) -> Non
     pipe = client.pipeline(transaction=False)
     for queue, ids in by_queue.items():
         pipe.xack(stream_key(queue), GROUP, *ids)
-    await pipe.execute()
+    _raise_unless_nogroup(await pipe.execute(raise_on_error=False))
 
 
 async def touch(client: aioredis.Redis, consumer: str, entries: Sequence[tuple[str, str]]) -> None:
     """Reset the idle time of entries this consumer holds (XCLAIM … JUSTID to itself).
 
     The reaper reclaims entries idle past the visibility timeout; a heartbeat calls this so a
-    long-running job is never taken for one whose worker died.
+    long-running job is never taken for one whose worker died. Like :func:`ack`, it ignores
+    streams whose group is gone (Redis flushed or restarted empty): there is nothing to keep.
     """
     if not entries:
         return
@@ -172,7 +177,7 @@ async def touch(client: aioredis.Redis, consumer: str, entries: Sequence[tuple[s
     pipe = client.pipeline(transaction=False)
     for queue, ids in by_queue.items():
         pipe.xclaim(stream_key(queue), GROUP, consumer, 0, list[Any](ids), justid=True)
-    await pipe.execute()
+    _raise_unless_nogroup(await pipe.execute(raise_on_error=False))
 
 
 async def publish_dead(client: aioredis.Redis, notices: Sequence[dict[str, Any]]) -> None:
@@ -194,3 +199,9 @@ async def publish_dead(client: aioredis.Redis, notices: Sequence[dict[str, Any]]
             DLQ_STREAM, {FIELD: message.SerializeToString()}, maxlen=DLQ_MAXLEN, approximate=True
         )
     await pipe.execute()
+
+
+def _raise_unless_nogroup(results: Sequence[Any]) -> None:
+    for result in results:
+        if isinstance(result, ResponseError) and "NOGROUP" not in str(result):
+            raise result

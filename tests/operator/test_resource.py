@@ -84,6 +84,21 @@ def test_transition_time_moves_only_when_the_status_flips() -> None:
     ]
 
 
+def test_conditions_this_poll_could_not_judge_keep_their_last_value() -> None:
+    before = {
+        "conditions": [
+            {"type": "Ready", "status": "True", "reason": "ScaleUp", "lastTransitionTime": "T0"},
+            {"type": "Active", "status": "True", "reason": "Busy", "lastTransitionTime": "T0"},
+        ]
+    }
+    down = Condition(ConditionType.READY, False, "RedisUnavailable", "refused")
+    rendered = render_conditions([down], before, "T1")
+    assert [(c["type"], c["status"], c["lastTransitionTime"]) for c in rendered] == [
+        ("Ready", "False", "T1"),
+        ("Active", "True", "T0"),
+    ]
+
+
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "charts" / "taskforge" / "crds" / "workerautoscalers.yaml"
 EXAMPLE = ROOT / "deploy" / "examples" / "workerautoscaler.yaml"

@@ -9,6 +9,7 @@ Split by who drives the transitions:
 - :mod:`.listing` — filtered listing with keyset cursors, job history (api)
 - :mod:`.queues` — queue stats, pause/resume, concurrency caps (api, scheduler)
 - :mod:`.schedules` — cron schedules (api, scheduler)
+- :mod:`.rescue` — rescue of jobs whose worker or stream entry was lost; retention (reaper)
 """
 
 from taskforge.lifecycle import admin, listing, queues, schedules
@@ -17,6 +18,7 @@ from taskforge.lifecycle.core import *  # noqa: F403
 from taskforge.lifecycle.core import __all__ as _core_all
 from taskforge.lifecycle.listing import *  # noqa: F403
 from taskforge.lifecycle.queues import *  # noqa: F403
+from taskforge.lifecycle.rescue import *  # noqa: F403
 from taskforge.lifecycle.schedules import *  # noqa: F403
 
 __all__ = [*_core_all, *admin.__all__, *listing.__all__, *queues.__all__, *schedules.__all__]

@@ -143,6 +143,18 @@ def timestamp(at: datetime.datetime | None = None) -> str:
 def render_conditions(
     conditions: list[Condition], previous_status: Mapping[str, Any], now: str
 ) -> list[dict[str, str]]:
+    """The new conditions, plus the previous ones of types this poll could not judge.
+
+    When Redis is down, Active and Stale cannot be assessed: they keep their last value
+    (with its time) rather than vanish, and Ready says why they are not current.
+    """
     previous = previous_status.get("conditions")
     previous_list = list(previous) if isinstance(previous, list) else []
-    return [condition.render(previous_list, now) for condition in conditions]
+    rendered = [condition.render(previous_list, now) for condition in conditions]
+    judged = {condition.type.value for condition in conditions}
+    kept = [
+        dict(old)
+        for old in previous_list
+        if isinstance(old, Mapping) and old.get("type") not in judged
+    ]
+    return rendered + kept

@@ -105,9 +105,11 @@ class Worker:
                         await self._claim_and_start(entries)
                     backoff = 0.1
                 except ResponseError as exc:
-                    if "NOGROUP" not in str(exc):
+                    # NOGROUP: Redis restarted empty or was flushed. UNBLOCKED: Redis 7 ends
+                    # a blocked XREADGROUP whose stream was deleted (FLUSHDB) with this error.
+                    if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
                         raise
-                    await self._ensure_groups()  # Redis restarted empty or was flushed
+                    await self._ensure_groups()
                 except STORE_ERRORS as exc:
                     self._store_error("intake", exc, backoff)
                     await _first(stop.wait(), timeout=backoff)
@@ -150,6 +152,8 @@ class Worker:
                 continue
             wanted.append((envelope.job_id, stream_id))
             headers[stream_id] = envelope.headers
+        # Taken before the claim, so our idea of the lease never outlasts the row's.
+        deadline = time.monotonic() + self.settings.lease_seconds
         async with self.pool.acquire() as conn:
             claimed = await lifecycle.claim(conn, wanted, self.actor, self.settings.lease_seconds)
         claimed_ids = {job.stream_id for job in claimed}
@@ -157,9 +161,6 @@ class Worker:
             if stream_id not in claimed_ids and (queue, stream_id) not in stale:
                 stale.append((queue, stream_id))
                 metrics.STALE_ENTRIES.labels(queue).inc()
-        if stale:
-            await streams.ack(self.redis, stale)
-        deadline = time.monotonic() + self.settings.lease_seconds
         now = time.time()
         for job in claimed:
             metrics.JOB_ATTEMPTS.labels(job.queue, job.type).inc()
@@ -170,6 +171,13 @@ class Worker:
             self.running[job.id] = running
             running.task = asyncio.create_task(self._execute(running), name=f"job:{job.id}")
         self._utilization()
+        if stale:
+            # After the claimed jobs started: a Redis error here must not orphan them. An
+            # entry left unacked is stale for whoever reclaims it.
+            try:
+                await streams.ack(self.redis, stale)
+            except STORE_ERRORS as exc:
+                self._store_error("ack", exc, 0)
 
     # -- running --------------------------------------------------------------------------
 
@@ -433,23 +441,26 @@ class Worker:
         if not snapshot:
             return
         now = time.monotonic()
+        interval = self.settings.heartbeat_interval
         try:
-            async with self.pool.acquire() as conn:
-                owned = await lifecycle.renew_leases(
-                    conn,
-                    [(r.job.id, r.job.attempt) for r in snapshot],
-                    self.settings.lease_seconds,
-                )
+            # Bounded: a hung connection must not keep us from fencing in time.
+            owned = await asyncio.wait_for(self._renew(snapshot), timeout=interval)
+        except (*STORE_ERRORS, TimeoutError) as exc:
+            self._store_error("heartbeat", exc, 0)
+            # Self-fencing: once the lease lapses the reaper may rescue the job and another
+            # worker run it, so stop any handler whose lease would lapse before we can renew.
+            for running in snapshot:
+                if now + interval >= running.lease_deadline:
+                    self.cancel(running.job.id, "lease")
+            return
+        try:
+            # The lease in PostgreSQL is what fences; the stream's idle time only keeps the
+            # reaper from claiming the entry, so a Redis failure here fences nothing.
             await streams.touch(
                 self.redis, self.name, [(r.job.queue, r.job.stream_id) for r in snapshot]
             )
         except STORE_ERRORS as exc:
             self._store_error("heartbeat", exc, 0)
-            # Self-fencing: past its lease a job may be rescued and run elsewhere.
-            for running in snapshot:
-                if now > running.lease_deadline:
-                    self.cancel(running.job.id, "lease")
-            return
         for running in snapshot:
             if running.job.id not in owned:
                 if running.task is not None and not running.task.done():
@@ -458,6 +469,12 @@ class Worker:
             running.lease_deadline = now + self.settings.lease_seconds
             if owned[running.job.id]:
                 self.cancel(running.job.id, "cancel")
+
+    async def _renew(self, snapshot: list[Running]) -> dict[uuid.UUID, bool]:
+        async with self.pool.acquire() as conn:
+            return await lifecycle.renew_leases(
+                conn, [(r.job.id, r.job.attempt) for r in snapshot], self.settings.lease_seconds
+            )
 
     # -- helpers --------------------------------------------------------------------------
 

@@ -1,0 +1,173 @@
+"""Leases from the worker's side: heartbeats keep long jobs, a worker that lost its lease
+stops its handler, fencing happens before the lease lapses, shutdown hands work back at once,
+and a flushed Redis does not disturb jobs already running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import redis.asyncio as aioredis
+from taskforge import store
+from taskforge.embedded import free_port
+from taskforge.reaper.reclaim import Reclaimer
+from taskforge.worker.registry import load
+
+from tests.conftest import make_settings
+from tests.integration.helpers import running_pipeline, submit, wait_terminal
+
+
+async def _wait_status(pool, job_id, status, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        async with pool.acquire() as conn:
+            if await conn.fetchval("SELECT status FROM jobs WHERE id = $1", job_id) == status:
+                return
+        assert time.monotonic() < deadline, f"job never became {status}"
+        await asyncio.sleep(0.02)
+
+
+async def _reaping(reclaimer: Reclaimer, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        await reclaimer.reclaim_once()
+        await asyncio.sleep(0.05)
+
+
+async def test_heartbeat_keeps_a_job_longer_than_the_lease(pool, redis_client, stores):
+    settings = make_settings(stores, visibility_timeout=0.6)
+    job = await submit(pool, "sleep", payload={"seconds": 2.0})
+    stop = asyncio.Event()
+    reaper = asyncio.create_task(_reaping(Reclaimer(pool, redis_client, settings), stop))
+    try:
+        async with running_pipeline(pool, redis_client, settings):
+            done = await wait_terminal(pool, [job.id])
+    finally:
+        stop.set()
+        await reaper
+    assert (done[job.id].status.value, done[job.id].attempts) == ("completed", 1)
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM job_events WHERE actor='reaper'") == 0
+
+
+def _blocking_registry(started: asyncio.Event, cancelled: asyncio.Event):
+    registry = load(())
+
+    @registry.job("block")
+    async def block(ctx, payload):
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    return registry
+
+
+async def test_worker_that_lost_its_lease_stops_the_handler(pool, redis_client, stores):
+    settings = make_settings(stores, visibility_timeout=30.0, shutdown_grace=0.1)
+    started, cancelled = asyncio.Event(), asyncio.Event()
+    job = await submit(pool, "block")
+    async with running_pipeline(
+        pool, redis_client, settings, _blocking_registry(started, cancelled)
+    ) as [worker]:
+        await asyncio.wait_for(started.wait(), 20)
+        async with pool.acquire() as conn:  # the reaper rescued it meanwhile
+            await conn.execute("UPDATE jobs SET status = 'retrying' WHERE id = $1", job.id)
+        await worker.heartbeat_once()
+        await asyncio.wait_for(cancelled.wait(), 10)
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT status FROM jobs WHERE id = $1", job.id) == "retrying"
+        actors = await conn.fetch("SELECT actor FROM job_events WHERE job_id = $1", job.id)
+    assert [a["actor"] for a in actors][-1].startswith("worker:")  # the claim, nothing after
+
+
+async def test_worker_fences_before_its_lease_lapses_when_postgres_is_gone(
+    pool, redis_client, stores
+):
+    settings = make_settings(stores, visibility_timeout=30.0, shutdown_grace=0.1)
+    started, cancelled = asyncio.Event(), asyncio.Event()
+    await submit(pool, "block")
+    async with running_pipeline(
+        pool, redis_client, settings, _blocking_registry(started, cancelled)
+    ) as [worker]:
+        await asyncio.wait_for(started.wait(), 20)
+        [running] = worker.running.values()
+        broken = await store.create_pool(stores.postgres_url, min_size=0, max_size=1)
+        await broken.close()  # acquire raises InterfaceError, as with PostgreSQL down
+        healthy, worker.pool = worker.pool, broken
+        interval = settings.heartbeat_interval
+        try:
+            # Two heartbeats of the lease left: keep running.
+            running.lease_deadline = time.monotonic() + 2.5 * interval
+            await worker.heartbeat_once()
+            assert not cancelled.is_set()
+            # It would lapse before the next heartbeat: stop now, before anyone can rescue it.
+            running.lease_deadline = time.monotonic() + 0.9 * interval
+            await worker.heartbeat_once()
+            await asyncio.wait_for(cancelled.wait(), 10)
+        finally:
+            worker.pool = healthy
+
+
+async def test_redis_failure_in_a_heartbeat_fences_nothing(pool, redis_client, stores):
+    settings = make_settings(stores, visibility_timeout=30.0, shutdown_grace=0.1)
+    started, cancelled = asyncio.Event(), asyncio.Event()
+    job = await submit(pool, "block")
+    async with running_pipeline(
+        pool, redis_client, settings, _blocking_registry(started, cancelled)
+    ) as [worker]:
+        await asyncio.wait_for(started.wait(), 20)
+        [running] = worker.running.values()
+        running.lease_deadline = time.monotonic() + 0.1  # about to lapse unless renewed
+        dead_redis = aioredis.Redis(port=free_port(), socket_connect_timeout=0.5)
+        healthy, worker.redis = worker.redis, dead_redis
+        try:
+            await worker.heartbeat_once()
+        finally:
+            worker.redis = healthy
+            await dead_redis.aclose()
+        assert not cancelled.is_set()
+        assert running.lease_deadline > time.monotonic() + 10  # renewed in PostgreSQL
+        async with pool.acquire() as conn:
+            lease = await conn.fetchval(
+                "SELECT lease_expires_at > now() + interval '20 seconds' FROM jobs WHERE id=$1",
+                job.id,
+            )
+        assert lease
+
+
+async def test_shutdown_hands_unfinished_jobs_back_at_once(pool, redis_client, stores):
+    settings = make_settings(stores, shutdown_grace=0.2)
+    started, cancelled = asyncio.Event(), asyncio.Event()
+    job = await submit(pool, "block")
+    async with running_pipeline(
+        pool, redis_client, settings, _blocking_registry(started, cancelled)
+    ):
+        await asyncio.wait_for(started.wait(), 20)
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT status, run_at <= now() AS due, lease_expires_at FROM jobs WHERE id = $1",
+            job.id,
+        )
+        last = await conn.fetchrow(
+            "SELECT from_status, to_status, error FROM job_events WHERE job_id = $1 "
+            "ORDER BY id DESC LIMIT 1",
+            job.id,
+        )
+    assert (row["status"], row["due"], row["lease_expires_at"]) == ("pending", True, None)
+    assert (last["from_status"], last["to_status"]) == ("running", "pending")
+    assert "handed back" in last["error"]
+    pending = await redis_client.xpending("taskforge:{default}:jobs", "workers")
+    assert pending["pending"] == 0
+
+
+async def test_running_jobs_finish_after_redis_is_flushed(pool, redis_client, stores):
+    settings = make_settings(stores, visibility_timeout=0.9)
+    job = await submit(pool, "sleep", payload={"seconds": 1.5})
+    async with running_pipeline(pool, redis_client, settings):
+        await _wait_status(pool, job.id, "running")
+        await redis_client.flushdb()  # the heartbeat's touch and the ack find no group
+        done = await wait_terminal(pool, [job.id])
+    assert (done[job.id].status.value, done[job.id].attempts) == ("completed", 1)
