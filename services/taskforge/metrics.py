@@ -5,6 +5,9 @@ Labels are bounded: queue, type, outcome — never job ids.
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (
@@ -89,3 +92,28 @@ HTTP_LATENCY = Histogram(
     ["method", "route"],
     buckets=LATENCY_BUCKETS,
 )
+
+
+class JobSeries:
+    """The labelled children a worker touches per job, resolved once per (queue, type).
+
+    ``Metric.labels()`` costs a lock and a dict lookup per call; at thousands of jobs a
+    second that was a tenth of the worker's CPU.
+    """
+
+    def __init__(self, queue: str, type_: str) -> None:
+        self.attempts = JOB_ATTEMPTS.labels(queue, type_)
+        self.success = JOB_SUCCESS.labels(queue, type_)
+        self.runtime = JOB_RUNTIME.labels(queue, type_)
+        self.time_in_queue = JOB_TIME_IN_QUEUE.labels(queue)
+        self.queue = queue
+        self.type = type_
+
+    def failure(self, outcome: str) -> Any:
+        return JOB_FAILURE.labels(self.queue, self.type, outcome)
+
+
+@functools.lru_cache(maxsize=4096)
+def job_series(queue: str, type_: str) -> JobSeries:
+    """Cached :class:`JobSeries` (bounded: job types are few; the cache caps a flood)."""
+    return JobSeries(queue, type_)
