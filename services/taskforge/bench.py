@@ -186,7 +186,7 @@ class Bench:
                 reply = await self._post(
                     http, "/v1/jobs/batch", {"jobs": [_job(run, i) for i in chunk]}
                 )
-                ids.extend(item["job"]["id"] for item in reply["results"])
+                ids.extend(item["job_id"] for item in reply["results"])
 
         await asyncio.gather(*(sender() for _ in range(max(concurrency, 1))))
 

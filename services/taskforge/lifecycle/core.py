@@ -32,6 +32,7 @@ __all__ = [
     "notify_dispatcher",
     "paused_queues",
     "queue_backlogs",
+    "registered_queues",
     "renew_leases",
     "seconds_until_next_due",
     "select_due",
@@ -395,6 +396,12 @@ async def hand_back(
 PAUSED_QUEUES = "SELECT name FROM queues WHERE paused"
 
 NOTIFY_DISPATCHER = "SELECT pg_notify('taskforge_jobs', '')"
+REGISTERED_QUEUES = "SELECT name FROM queues"
+
+
+async def registered_queues(conn: Any) -> list[str]:
+    """Queues with a row in ``queues`` (paused, capped or otherwise configured)."""
+    return [row["name"] for row in await conn.fetch(REGISTERED_QUEUES)]
 
 
 async def notify_dispatcher(conn: Any) -> None:

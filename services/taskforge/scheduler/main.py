@@ -31,7 +31,7 @@ async def _dispatch(app: web.Application, stop: asyncio.Event) -> None:
 
 
 async def _publish_backlog(app: web.Application, stop: asyncio.Event) -> None:
-    await backlog.run(app[POOL], app[REDIS], stop)
+    await backlog.run(app[POOL], app[REDIS], stop, app[SETTINGS].queues)
 
 
 def create_app(settings: Settings) -> web.Application:
