@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import threading
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -31,7 +32,6 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider, sampling
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from taskforge import __version__
 from taskforge.config import ConfigError
@@ -53,7 +53,7 @@ SAMPLERS = (
 SHUTDOWN_TIMEOUT = 5.0
 """Seconds the exit flush may take; a collector that does not answer costs no more."""
 
-_W3C = TraceContextTextMapPropagator()
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
 _tracer: trace.Tracer = trace.NoOpTracer()
 _processor: SpanProcessor | None = None
 
@@ -287,14 +287,30 @@ def header_values(span_context: trace.SpanContext) -> tuple[str, str | None]:
 
 
 def context_from(traceparent: str | None, tracestate: str | None = None) -> Context | None:
-    """The parent context carried by W3C header values; None when absent or malformed."""
+    """The parent context carried by W3C header values; None when absent or malformed.
+
+    Parsed here rather than by the propagator: the dispatcher calls this once per job.
+    """
     if not traceparent:
         return None
-    carrier = {"traceparent": traceparent}
-    if tracestate:
-        carrier["tracestate"] = tracestate
-    context = _W3C.extract(carrier)
-    return context if trace.get_current_span(context).get_span_context().is_valid else None
+    match = _TRACEPARENT.fullmatch(traceparent.strip())
+    if match is None:
+        return None
+    version, trace_hex, span_hex, flags_hex, rest = match.groups()
+    # Version ff is invalid; a later version may add fields, version 00 may not.
+    if version == "ff" or (version == "00" and rest):
+        return None
+    trace_id, span_id = int(trace_hex, 16), int(span_hex, 16)
+    if not trace_id or not span_id:
+        return None
+    parent = trace.SpanContext(
+        trace_id,
+        span_id,
+        is_remote=True,
+        trace_flags=trace.TraceFlags(int(flags_hex, 16)),
+        trace_state=trace.TraceState.from_header([tracestate]) if tracestate else None,
+    )
+    return trace.set_span_in_context(trace.NonRecordingSpan(parent), Context())
 
 
 def valid_traceparent(value: str | None) -> str | None:

@@ -135,6 +135,10 @@ def test_header_values_and_context_from_round_trip():
         "garbage",
         "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",
         "00-" + "0" * 32 + "-b7ad6b7169203331-01",
+        "00-0af7651916cd43dd8448eb211c80319c-" + "0" * 16 + "-01",
+        "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+        "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        TRACEPARENT + "-extra",
     ],
 )
 def test_malformed_or_empty_traceparent_is_no_context(value):
@@ -144,3 +148,28 @@ def test_malformed_or_empty_traceparent_is_no_context(value):
 
 def test_valid_traceparent_passes_through():
     assert telemetry.valid_traceparent(TRACEPARENT) == TRACEPARENT
+
+
+def test_a_later_version_with_more_fields_is_understood():
+    later = "cc-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-what-comes-next"
+    parsed = get_current_span(telemetry.context_from(later)).get_span_context()
+    assert (parsed.trace_id, parsed.is_remote) == (0x0AF7651916CD43DD8448EB211C80319C, True)
+
+
+def test_an_unsampled_parent_stays_unsampled():
+    unsampled = TRACEPARENT[:-2] + "00"
+    parsed = get_current_span(telemetry.context_from(unsampled)).get_span_context()
+    assert not parsed.trace_flags.sampled
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_exporter_for_each_protocol(protocol):
+    found = config(
+        OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:1", OTEL_EXPORTER_OTLP_PROTOCOL=protocol
+    )
+    assert found is not None
+    exporter = telemetry.make_exporter(found)
+    try:
+        assert ("grpc" in type(exporter).__module__) is (protocol == "grpc")
+    finally:
+        exporter.shutdown()

@@ -154,3 +154,13 @@ def test_nothing_is_built_when_tracing_is_off():
         spans.record_error(RuntimeError("ignored"))
         spans.processed(span, None, None)
     assert spans.log_ids(span) == {}
+
+
+def test_an_unsampled_trace_records_nothing_but_still_propagates(exported):
+    unsampled = CLIENT[:-2] + "00"
+    batch = spans.send_batch([due(uuid.uuid4(), unsampled)])
+    assert batch is not None
+    batch.sent(["1-0"])
+    assert exported.get_finished_spans() == ()
+    assert batch.headers[0]["traceparent"].split("-")[1] == CLIENT.split("-")[1]
+    assert batch.headers[0]["traceparent"].endswith("-00")

@@ -10,7 +10,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from taskforge import metrics
 from taskforge.api.keys import REQUEST_ID as REQUEST_ID_KEY
@@ -112,7 +114,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             if k.lower() not in {"content-type", "content-length"}
         }
         return error_response(exc.status, code, message, None, headers=kept)
-    except Exception:
+    except Exception as exc:
+        if isinstance(exc, RedisError):
+            metrics.STORE_ERRORS.labels("redis", "api").inc()
+        elif isinstance(exc, OSError | asyncpg.PostgresError | asyncpg.InterfaceError):
+            metrics.STORE_ERRORS.labels("postgres", "api").inc()
         log.exception(
             "unhandled error",
             extra={"action": "http.error", "request_id": request.get(REQUEST_ID_KEY)},
