@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 
 from taskforge import metrics
 from taskforge.api.keys import REQUEST_ID as REQUEST_ID_KEY
+from taskforge.api.responses import json_response
 from taskforge.resources import SETTINGS
 
 log = logging.getLogger("taskforge.api")
@@ -39,7 +40,7 @@ def error_response(
     status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
 ) -> web.Response:
     """A JSON error body in the one shape every endpoint uses."""
-    return web.json_response(
+    return json_response(
         {"error": {"code": code, "message": message, "details": details}},
         status=status,
         headers=headers,

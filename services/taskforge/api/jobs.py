@@ -10,6 +10,7 @@ from taskforge import lifecycle, metrics, spans
 from taskforge.api.errors import ApiError
 from taskforge.api.keys import TRACEPARENT, TRACESTATE
 from taskforge.api.notifier import NOTIFIER
+from taskforge.api.responses import json_response
 from taskforge.api.validation import (
     parse_json,
     request_hash,
@@ -56,12 +57,10 @@ async def submit_job(request: web.Request) -> web.Response:
                 "use a new key for a different job",
                 {"job_id": str(job.id)},
             )
-        return web.json_response(
-            job.to_json(), status=200, headers={"Location": f"/v1/jobs/{job.id}"}
-        )
+        return json_response(job.to_json(), status=200, headers={"Location": f"/v1/jobs/{job.id}"})
     metrics.JOBS_SUBMITTED.labels(job.queue).inc()
     request.app[NOTIFIER].poke()
-    return web.json_response(job.to_json(), status=202, headers={"Location": f"/v1/jobs/{job.id}"})
+    return json_response(job.to_json(), status=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
 
 @routes.get("/v1/jobs/{id}")
@@ -72,4 +71,4 @@ async def get_job(request: web.Request) -> web.Response:
         job = await lifecycle.get_job(conn, job_id)
     if job is None:
         raise ApiError(404, "job_not_found", f"no job with id {job_id}")
-    return web.json_response(job.to_json())
+    return json_response(job.to_json())

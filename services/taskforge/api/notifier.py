@@ -21,6 +21,8 @@ from taskforge.resources import POOL
 
 log = logging.getLogger("taskforge.api")
 
+MIN_INTERVAL = 0.002
+
 
 class Notifier:
     """Coalesces pokes into NOTIFYs on the ``taskforge_jobs`` channel."""
@@ -40,6 +42,9 @@ class Notifier:
             try:
                 async with self.pool.acquire() as conn:
                     await lifecycle.notify_dispatcher(conn)
+                # Under load the dispatcher is busy anyway; at most one NOTIFY per interval
+                # keeps the notifier from spending a round trip per request.
+                await asyncio.sleep(MIN_INTERVAL)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 # The dispatcher also polls; a lost wake-up only delays dispatch by a poll.
                 log.warning("notify failed", extra={"action": "notify.error", "error": repr(exc)})
