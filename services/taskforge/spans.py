@@ -34,13 +34,15 @@ _ROOT = Context()  # an explicit empty parent: a job without stored context star
 _NO_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext(None)
 
 
-def _messaging(operation: str, queue: str) -> dict[str, Any]:
-    return {
+def _messaging(operation: str, queue: str | None) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
         "messaging.system": SYSTEM,
-        "messaging.destination.name": queue,
         "messaging.operation.type": operation,
         "messaging.operation.name": operation,
     }
+    if queue is not None:
+        attributes["messaging.destination.name"] = queue
+    return attributes
 
 
 class Created:
@@ -80,6 +82,28 @@ def create(
     attributes["taskforge.job.type"] = job_type
     with telemetry.tracer().start_as_current_span(
         f"create {queue}", kind=SpanKind.PRODUCER, attributes=attributes
+    ) as span:
+        yield Created(span, *telemetry.header_values(span.get_span_context()))
+
+
+@contextlib.contextmanager
+def create_batch(
+    queues: Sequence[str], traceparent: str | None, tracestate: str | None
+) -> Iterator[Created]:
+    """Around the insert of a batch of jobs: one PRODUCER span whose context every row stores.
+
+    Named ``create <queue>`` when the batch has one queue, else ``create``; each job's own
+    ``send`` and ``process`` spans still follow it.
+    """
+    if not telemetry.ENABLED:
+        yield Created(None, traceparent, tracestate)
+        return
+    distinct = sorted(set(queues))
+    single = distinct[0] if len(distinct) == 1 else None
+    attributes = _messaging("create", single)  # several queues: no one destination to name
+    attributes["messaging.batch.message_count"] = len(queues)
+    with telemetry.tracer().start_as_current_span(
+        f"create {single}" if single else "create", kind=SpanKind.PRODUCER, attributes=attributes
     ) as span:
         yield Created(span, *telemetry.header_values(span.get_span_context()))
 

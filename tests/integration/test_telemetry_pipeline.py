@@ -106,6 +106,18 @@ async def test_a_retried_job_stays_in_one_trace_and_failures_are_errors(
     }
 
 
+async def test_a_batch_submit_stores_its_create_spans_context(client, pool, exported):
+    jobs = [{"type": "ping"}, {"type": "ping", "queue": "default"}]
+    response = await client.post("/v1/jobs/batch", json={"jobs": jobs})
+    assert response.status in (200, 201, 202, 207), await response.text()
+    (create,) = [s for s in exported.get_finished_spans() if s.name == "create default"]
+    assert create.attributes["messaging.batch.message_count"] == 2
+    stored = await pool.fetch("SELECT traceparent FROM jobs")
+    assert {row["traceparent"].split("-")[2] for row in stored} == {
+        f"{create.context.span_id:016x}"
+    }
+
+
 async def test_client_errors_are_not_server_errors_and_probes_are_untraced(client, exported):
     assert (await client.post("/v1/jobs", json={"payload": {}})).status == 422
     assert (await client.get("/healthz")).status == 200

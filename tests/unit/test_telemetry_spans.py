@@ -164,3 +164,20 @@ def test_an_unsampled_trace_records_nothing_but_still_propagates(exported):
     assert exported.get_finished_spans() == ()
     assert batch.headers[0]["traceparent"].split("-")[1] == CLIENT.split("-")[1]
     assert batch.headers[0]["traceparent"].endswith("-00")
+
+
+def test_a_batch_has_one_create_span_that_every_job_stores(exported):
+    with spans.create_batch(["mail", "mail"], None, None) as one_queue:
+        pass
+    with spans.create_batch(["mail", "sms", "mail"], None, None) as two_queues:
+        pass
+    first, second = exported.get_finished_spans()
+    assert (first.name, first.kind, first.attributes["messaging.batch.message_count"]) == (
+        "create mail",
+        SpanKind.PRODUCER,
+        2,
+    )
+    assert first.attributes["messaging.destination.name"] == "mail"
+    assert second.name == "create" and "messaging.destination.name" not in second.attributes
+    assert one_queue.traceparent is not None and two_queues.traceparent is not None
+    assert one_queue.traceparent.split("-")[2] == f"{first.context.span_id:016x}"

@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from taskforge import lifecycle, metrics, streams
+from taskforge import lifecycle, metrics, spans, streams
 from taskforge.api.errors import ApiError
 from taskforge.api.jobs import job_id_from
 from taskforge.api.keys import TRACEPARENT, TRACESTATE
@@ -85,10 +85,13 @@ async def submit_batch(request: web.Request) -> web.Response:
             f"(first: job {problems[0]['index']}: {problems[0]['problem']})",
             problems,
         )
-    async with request.app[POOL].acquire() as conn:
-        outcomes = await lifecycle.submit_batch(
-            conn, specs, hashes, request.get(TRACEPARENT), request.get(TRACESTATE)
-        )
+    traceparent, tracestate = request.get(TRACEPARENT), request.get(TRACESTATE)
+    queues = [spec["queue"] for spec in specs]
+    with spans.create_batch(queues, traceparent, tracestate) as created:
+        async with request.app[POOL].acquire() as conn:
+            outcomes = await lifecycle.submit_batch(
+                conn, specs, hashes, created.traceparent, created.tracestate
+            )
     request.app[NOTIFIER].poke()
     results: list[dict[str, Any]] = []
     tally = {"created": 0, "existing": 0, "conflict": 0}
