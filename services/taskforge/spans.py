@@ -8,12 +8,14 @@ or a rescue by the reaper is dispatched again from the same row, so its ``send``
 ``process`` spans join the same trace.
 
 Every helper checks :data:`taskforge.telemetry.ENABLED` first and does nothing more when
-tracing is off.
+tracing is off. The context travels as W3C ``traceparent``/``tracestate`` values, which
+:func:`header_values` writes and :func:`context_from` reads.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -30,6 +32,7 @@ from taskforge.lifecycle import ClaimedJob, DueJob, Outcome
 SYSTEM = "redis"
 MAX_TRACESTATE = 512  # W3C: 32 list members; longer values are cut by every vendor anyway
 
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
 _ROOT = Context()  # an explicit empty parent: a job without stored context starts a new trace
 _NO_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext(None)
 
@@ -43,6 +46,48 @@ def _messaging(operation: str, queue: str | None) -> dict[str, Any]:
     if queue is not None:
         attributes["messaging.destination.name"] = queue
     return attributes
+
+
+def header_values(span_context: trace.SpanContext) -> tuple[str, str | None]:
+    """W3C ``traceparent`` and ``tracestate`` (None when empty) of a span context."""
+    traceparent = (
+        f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-"
+        f"{int(span_context.trace_flags):02x}"
+    )
+    state = span_context.trace_state.to_header() if span_context.trace_state else ""
+    return traceparent, state or None
+
+
+def context_from(traceparent: str | None, tracestate: str | None = None) -> Context | None:
+    """The parent context carried by W3C header values; None when absent or malformed.
+
+    Parsed here rather than by the propagator: the dispatcher calls this once per job.
+    """
+    if not traceparent:
+        return None
+    match = _TRACEPARENT.fullmatch(traceparent.strip())
+    if match is None:
+        return None
+    version, trace_hex, span_hex, flags_hex, rest = match.groups()
+    # Version ff is invalid; a later version may add fields, version 00 may not.
+    if version == "ff" or (version == "00" and rest):
+        return None
+    trace_id, span_id = int(trace_hex, 16), int(span_hex, 16)
+    if not trace_id or not span_id:
+        return None
+    parent = trace.SpanContext(
+        trace_id,
+        span_id,
+        is_remote=True,
+        trace_flags=trace.TraceFlags(int(flags_hex, 16)),
+        trace_state=trace.TraceState.from_header([tracestate]) if tracestate else None,
+    )
+    return trace.set_span_in_context(trace.NonRecordingSpan(parent), Context())
+
+
+def valid_traceparent(value: str | None) -> str | None:
+    """``value`` when it is a well-formed W3C traceparent, else None (never store junk)."""
+    return value if context_from(value) is not None else None
 
 
 class Created:
@@ -83,7 +128,7 @@ def create(
     with telemetry.tracer().start_as_current_span(
         f"create {queue}", kind=SpanKind.PRODUCER, attributes=attributes
     ) as span:
-        yield Created(span, *telemetry.header_values(span.get_span_context()))
+        yield Created(span, *header_values(span.get_span_context()))
 
 
 @contextlib.contextmanager
@@ -105,7 +150,7 @@ def create_batch(
     with telemetry.tracer().start_as_current_span(
         f"create {single}" if single else "create", kind=SpanKind.PRODUCER, attributes=attributes
     ) as span:
-        yield Created(span, *telemetry.header_values(span.get_span_context()))
+        yield Created(span, *header_values(span.get_span_context()))
 
 
 class SendBatch:
@@ -126,12 +171,12 @@ class SendBatch:
             attributes["taskforge.job.attempt"] = job.attempt
             span = tracer.start_span(
                 f"send {job.queue}",
-                context=telemetry.context_from(job.traceparent, job.tracestate) or _ROOT,
+                context=context_from(job.traceparent, job.tracestate) or _ROOT,
                 kind=SpanKind.PRODUCER,
                 attributes=attributes,
                 start_time=started,
             )
-            traceparent, state = telemetry.header_values(span.get_span_context())
+            traceparent, state = header_values(span.get_span_context())
             self.spans.append(span)
             self.headers.append(
                 {"traceparent": traceparent, "tracestate": state}
@@ -170,9 +215,9 @@ def process(
     if not telemetry.ENABLED:
         return _NO_SPAN
     if headers and headers.get("traceparent"):
-        parent = telemetry.context_from(headers["traceparent"], headers.get("tracestate"))
+        parent = context_from(headers["traceparent"], headers.get("tracestate"))
     else:
-        parent = telemetry.context_from(job.traceparent, job.tracestate)
+        parent = context_from(job.traceparent, job.tracestate)
     links = [Link(trace.get_current_span(parent).get_span_context())] if parent else None
     attributes = _messaging("process", job.queue)
     attributes.update(

@@ -1,4 +1,4 @@
-"""Tracing: set up from the standard ``OTEL_*`` variables, flushed on exit, W3C context helpers.
+"""Tracing: set up from the standard ``OTEL_*`` variables, flushed on exit.
 
 Tracing is on only when an OTLP endpoint is configured (``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``
 or ``OTEL_EXPORTER_OTLP_ENDPOINT``). While it is off, :data:`ENABLED` is false and every span
@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import threading
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -28,7 +27,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from opentelemetry import trace
-from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider, sampling
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
@@ -53,7 +51,6 @@ SAMPLERS = (
 SHUTDOWN_TIMEOUT = 5.0
 """Seconds the exit flush may take; a collector that does not answer costs no more."""
 
-_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
 _tracer: trace.Tracer = trace.NoOpTracer()
 _processor: SpanProcessor | None = None
 
@@ -274,45 +271,3 @@ async def tracing_ctx(_: Any) -> AsyncIterator[None]:
     """A cleanup_ctx that flushes spans when the app stops (tracing was set up by ``serve``)."""
     yield
     await shutdown()
-
-
-def header_values(span_context: trace.SpanContext) -> tuple[str, str | None]:
-    """W3C ``traceparent`` and ``tracestate`` (None when empty) of a span context."""
-    traceparent = (
-        f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-"
-        f"{int(span_context.trace_flags):02x}"
-    )
-    state = span_context.trace_state.to_header() if span_context.trace_state else ""
-    return traceparent, state or None
-
-
-def context_from(traceparent: str | None, tracestate: str | None = None) -> Context | None:
-    """The parent context carried by W3C header values; None when absent or malformed.
-
-    Parsed here rather than by the propagator: the dispatcher calls this once per job.
-    """
-    if not traceparent:
-        return None
-    match = _TRACEPARENT.fullmatch(traceparent.strip())
-    if match is None:
-        return None
-    version, trace_hex, span_hex, flags_hex, rest = match.groups()
-    # Version ff is invalid; a later version may add fields, version 00 may not.
-    if version == "ff" or (version == "00" and rest):
-        return None
-    trace_id, span_id = int(trace_hex, 16), int(span_hex, 16)
-    if not trace_id or not span_id:
-        return None
-    parent = trace.SpanContext(
-        trace_id,
-        span_id,
-        is_remote=True,
-        trace_flags=trace.TraceFlags(int(flags_hex, 16)),
-        trace_state=trace.TraceState.from_header([tracestate]) if tracestate else None,
-    )
-    return trace.set_span_in_context(trace.NonRecordingSpan(parent), Context())
-
-
-def valid_traceparent(value: str | None) -> str | None:
-    """``value`` when it is a well-formed W3C traceparent, else None (never store junk)."""
-    return value if context_from(value) is not None else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from opentelemetry.sdk.trace import sampling
 from opentelemetry.trace import SpanContext, TraceFlags, TraceState, get_current_span
-from taskforge import telemetry
+from taskforge import spans, telemetry
 from taskforge.config import ConfigError
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -117,9 +117,9 @@ def test_header_values_and_context_from_round_trip():
         trace_flags=TraceFlags(TraceFlags.SAMPLED),
         trace_state=TraceState([("vendor", "v1")]),
     )
-    traceparent, tracestate = telemetry.header_values(context)
+    traceparent, tracestate = spans.header_values(context)
     assert (traceparent, tracestate) == (TRACEPARENT, "vendor=v1")
-    parsed = get_current_span(telemetry.context_from(traceparent, tracestate)).get_span_context()
+    parsed = get_current_span(spans.context_from(traceparent, tracestate)).get_span_context()
     assert (parsed.trace_id, parsed.span_id, parsed.trace_state.get("vendor")) == (
         context.trace_id,
         context.span_id,
@@ -142,23 +142,23 @@ def test_header_values_and_context_from_round_trip():
     ],
 )
 def test_malformed_or_empty_traceparent_is_no_context(value):
-    assert telemetry.context_from(value) is None
-    assert telemetry.valid_traceparent(value) is None
+    assert spans.context_from(value) is None
+    assert spans.valid_traceparent(value) is None
 
 
 def test_valid_traceparent_passes_through():
-    assert telemetry.valid_traceparent(TRACEPARENT) == TRACEPARENT
+    assert spans.valid_traceparent(TRACEPARENT) == TRACEPARENT
 
 
 def test_a_later_version_with_more_fields_is_understood():
     later = "cc-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-what-comes-next"
-    parsed = get_current_span(telemetry.context_from(later)).get_span_context()
+    parsed = get_current_span(spans.context_from(later)).get_span_context()
     assert (parsed.trace_id, parsed.is_remote) == (0x0AF7651916CD43DD8448EB211C80319C, True)
 
 
 def test_an_unsampled_parent_stays_unsampled():
     unsampled = TRACEPARENT[:-2] + "00"
-    parsed = get_current_span(telemetry.context_from(unsampled)).get_span_context()
+    parsed = get_current_span(spans.context_from(unsampled)).get_span_context()
     assert not parsed.trace_flags.sampled
 
 

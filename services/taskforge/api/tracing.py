@@ -14,10 +14,9 @@ from aiohttp import web
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind, StatusCode
 
-from taskforge import telemetry
+from taskforge import spans, telemetry
 from taskforge.api.errors import Handler
 from taskforge.api.keys import TRACEPARENT, TRACESTATE
-from taskforge.spans import MAX_TRACESTATE
 
 # Probes and scrapes answer here too; a span each would bury the requests that matter.
 UNTRACED = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -28,10 +27,10 @@ async def tracing_middleware(request: web.Request, handler: Handler) -> web.Stre
     """Run the request inside a SERVER span named ``<method> <route template>``."""
     if not telemetry.ENABLED:
         incoming = request.headers.get("traceparent")
-        if incoming and telemetry.valid_traceparent(incoming):
+        if incoming and spans.valid_traceparent(incoming):
             request[TRACEPARENT] = incoming
             state = request.headers.get("tracestate")
-            if state and len(state) <= MAX_TRACESTATE:
+            if state and len(state) <= spans.MAX_TRACESTATE:
                 request[TRACESTATE] = state
         return await handler(request)
     if request.path in UNTRACED:
@@ -59,7 +58,7 @@ async def tracing_middleware(request: web.Request, handler: Handler) -> web.Stre
         attributes=attributes,
         set_status_on_exception=False,
     ) as span:
-        traceparent, state = telemetry.header_values(span.get_span_context())
+        traceparent, state = spans.header_values(span.get_span_context())
         request[TRACEPARENT] = traceparent
         if state:
             request[TRACESTATE] = state
