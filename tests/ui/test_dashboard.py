@@ -35,6 +35,14 @@ async def test_queues_page_shows_default_queue_with_job_states(system: System, p
     await expect(row.locator("svg.spark")).to_be_visible()
     await screenshot(page, "queues")
 
+    # Live updates keep the keyboard where it was: focus survives a refresh of the table.
+    toggle = row.get_by_role("button", name="Pause queue default")
+    await toggle.focus()
+    updated = page.locator("#queues-updated")
+    before = await updated.text_content()
+    await expect(updated).not_to_have_text(before or "")
+    await expect(row.get_by_role("button", name="Pause queue default")).to_be_focused()
+
     await row.get_by_role("button", name="Pause queue default").click()
     await expect(page.locator("#notice")).to_contain_text("Queue default paused")
     await expect(row.get_by_role("button", name="Resume queue default")).to_be_visible()
@@ -75,6 +83,23 @@ async def test_submitted_job_is_listed_and_its_page_shows_the_timeline(
     await expect(page.locator("#notice")).to_contain_text("run again")
     # The page follows the job while it runs again: a second completion joins the timeline.
     await expect(page.locator('#timeline li[data-to="completed"]')).to_have_count(2)
+
+    # Cursor paging: 25 more jobs, 20 per page.
+    async with system.http.post(
+        "/v1/jobs/batch", json={"jobs": [{"type": "noop", "payload": {}}] * 25}
+    ) as response:
+        assert response.status == 202, await response.text()
+    await page.get_by_role("link", name="Jobs", exact=True).click()
+    await page.get_by_label("Per page").select_option("20")
+    await page.get_by_role("button", name="Apply filters").click()
+    rows = page.locator("tr[data-job]")
+    await expect(rows).to_have_count(20)
+    await page.get_by_role("button", name="Next page →").click()
+    await expect(rows).to_have_count(6)
+    await expect(page.get_by_role("button", name="Next page →")).to_be_disabled()
+    await expect(page.locator(f'tr[data-job="{job["id"]}"]')).to_be_visible()  # the oldest
+    await page.get_by_role("button", name="← Previous page").click()
+    await expect(rows).to_have_count(20)
 
 
 async def test_dead_letters_are_replayed_from_the_page(stores, pool, redis_client, page) -> None:

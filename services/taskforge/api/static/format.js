@@ -83,26 +83,32 @@ export function traceLink(traceparent, template) {
 }
 
 /**
- * An inline SVG line of `samples` ([{t: ms, v: number}]) over the last `windowMs`, scaled to
- * its own maximum; labelled for screen readers with the latest and highest values.
+ * An inline SVG line of `samples` ([{t: ms, v: number}]) scaled to its own maximum, spanning
+ * the time the samples cover (at least a minute, at most `windowMs`), so a freshly opened page
+ * shows a line rather than a dot at the right edge. Labelled with the span, latest and peak.
  */
-export function sparkline(samples, windowMs, { width = 120, height = 26, unit = "/min" } = {}) {
+export function sparkline(samples, windowMs, { width = 120, height = 28, unit = "/min" } = {}) {
   const now = Date.now();
   const shown = samples.filter((s) => now - s.t <= windowMs);
+  const span = Math.min(windowMs, Math.max(60000, shown.length ? now - shown[0].t : 0));
   const max = Math.max(1, ...shown.map((s) => s.v));
   const latest = shown.length ? shown[shown.length - 1].v : 0;
+  const minutes = Math.max(1, Math.round(span / 60000));
   const label =
-    `throughput over the last ${Math.round(windowMs / 60000)} minutes: ` +
+    `completions per minute over the last ${minutes} minute${minutes === 1 ? "" : "s"}: ` +
     `now ${latest}${unit}, peak ${shown.length ? max : 0}${unit}`;
-  const x = (t) => (width * (windowMs - (now - t))) / windowMs;
-  const y = (v) => height - 2 - ((height - 4) * v) / max;
-  const points = shown.map((s) => `${x(s.t).toFixed(1)},${y(s.v).toFixed(1)}`).join(" ");
+  const x = (t) => Math.max(0, (width * (span - (now - t))) / span);
+  const y = (v) => height - 2 - ((height - 5) * v) / max;
+  const coords = shown.map((s) => [x(s.t).toFixed(1), y(s.v).toFixed(1)]);
+  const line = coords.map((c) => c.join(",")).join(" ");
+  const area = coords.length > 1 ? `${coords[0][0]},${height - 1.5} ${line} ${coords[coords.length - 1][0]},${height - 1.5}` : "";
   return svg(
     "svg",
     { class: "spark", width, height, viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": label },
     svg("title", {}, label),
     svg("line", { x1: 0, x2: width, y1: height - 1.5, y2: height - 1.5, class: "spark-base" }),
-    shown.length > 1 ? svg("polyline", { points, class: "spark-line" }) : null,
-    shown.length ? svg("circle", { cx: x(shown[shown.length - 1].t), cy: y(latest), r: 2, class: "spark-dot" }) : null,
+    area ? svg("polygon", { points: area, class: "spark-area" }) : null,
+    coords.length > 1 ? svg("polyline", { points: line, class: "spark-line" }) : null,
+    coords.length ? svg("circle", { cx: coords[coords.length - 1][0], cy: coords[coords.length - 1][1], r: 2.2, class: "spark-dot" }) : null,
   );
 }

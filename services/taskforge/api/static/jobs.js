@@ -11,6 +11,7 @@ const FILTERS = [
   ["type", "Type", "text"],
   ["created_after", "Created from", "time"],
   ["created_before", "Created before", "time"],
+  ["limit", "Per page", ["select", [["20", "20"], ["", "50"], ["100", "100"], ["200", "200"]]]],
 ];
 
 /** The last error's first line, shortened; the whole text is the tooltip. */
@@ -49,7 +50,7 @@ export function renderJobs(main, { params }) {
     caption: "Jobs, newest first",
     headers: ["Job", "Type", "Queue", "State", "#Attempts", "Created", "Finished", "Last error"],
     row: jobRow,
-    load: (cursor) => api("v1/jobs", { query: { ...query, cursor, limit: 50 } }),
-    empty: Object.keys(query).length ? "No job matches these filters." : "No jobs yet.",
+    load: (cursor) => api("v1/jobs", { query: { limit: 50, ...query, cursor } }),
+    empty: Object.keys(query).some((k) => k !== "limit") ? "No job matches these filters." : "No jobs yet.",
   });
 }

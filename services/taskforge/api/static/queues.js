@@ -125,11 +125,11 @@ export function renderQueues(main, { config }) {
       const { queues } = await api("v1/queues");
       if (!alive) return;
       record(queues);
-      const headers = ["Queue", "State", ...STATES.map((s) => `#${s}`), "#Backlog", "#Oldest wait", "Throughput (10 min)", "Action"];
+      const headers = ["Queue", "State", ...STATES.map((s) => `#${s}`), "#Backlog", "#Oldest wait", "Completed / min", "Action"];
       refill(
         body,
         queues.length
-          ? table("Queues with their jobs per state", headers, queues.map((q) => queueRow(q, act)), { className: "queues" })
+          ? h("div", { class: "table-wrap" }, table("Queues with their jobs per state", headers, queues.map((q) => queueRow(q, act))))
           : h("p", { class: "card empty" }, "No queues yet: a queue appears with its first job (or when it is paused ahead)."),
       );
       updated.textContent = `Live · updated ${new Date().toLocaleTimeString()} · every ${config.poll_seconds} s`;
