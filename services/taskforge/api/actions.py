@@ -19,6 +19,7 @@ from taskforge.api.jobs import job_id_from
 from taskforge.api.keys import TRACEPARENT, TRACESTATE
 from taskforge.api.notifier import NOTIFIER
 from taskforge.api.validation import (
+    has_nul,
     parse_json,
     request_hash,
     validate_idempotency_key,
@@ -177,6 +178,7 @@ async def move_to_dlq(request: web.Request) -> web.Response:
             not isinstance(body, dict)
             or set(body) - {"reason"}
             or not (given is None or (isinstance(given, str) and 0 < len(given) <= 2000))
+            or has_nul(given)
         ):
             raise ApiError(
                 422,

@@ -17,7 +17,7 @@ from taskforge.api.errors import ApiError
 from taskforge.api.jobs import job_id_from
 from taskforge.api.notifier import NOTIFIER
 from taskforge.api.params import cursor_param, encode_cursor, job_filter, limit_param
-from taskforge.api.validation import JOB_TYPE, parse_json
+from taskforge.api.validation import JOB_TYPE, has_nul, parse_json
 from taskforge.config import QUEUE_NAME
 from taskforge.jobs import Status
 from taskforge.resources import POOL
@@ -110,7 +110,9 @@ def _replay_filter(body: Any) -> tuple[lifecycle.ReplayFilter, bool]:
         bad("type", "must be a job type")
     if queue is not None and (not isinstance(queue, str) or not QUEUE_NAME.match(queue)):
         bad("queue", "must be a queue name")
-    if error is not None and (not isinstance(error, str) or not 0 < len(error) <= 200):
+    if error is not None and (
+        not isinstance(error, str) or not 0 < len(error) <= 200 or has_nul(error)
+    ):
         bad("error", "must be a string of 1-200 characters (matched case-insensitively)")
     times: dict[str, datetime | None] = {}
     for field in ("died_after", "died_before"):

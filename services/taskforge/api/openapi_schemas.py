@@ -204,11 +204,14 @@ SCHEMAS: dict[str, Schema] = {
         throughput_per_minute=INT,
     ),
     "QueueList": obj(["queues"], queues={"type": "array", "items": ref("Queue")}),
-    "QueueUpdate": obj(
-        [],
-        concurrency=nullable({"type": "integer", "minimum": 1, "maximum": 100_000}),
-        paused=BOOL,
-    ),
+    "QueueUpdate": {
+        **obj(
+            [],
+            concurrency=nullable({"type": "integer", "minimum": 1, "maximum": 100_000}),
+            paused=BOOL,
+        ),
+        "minProperties": 1,
+    },
     "ScheduleInput": obj(
         ["cron", "job"],
         cron={"type": "string", "description": "5 fields, or 6 with seconds first"},

@@ -71,6 +71,8 @@ async def update_queue(request: web.Request) -> web.Response:
     problems = []
     if not isinstance(body, dict):
         raise ApiError(422, "validation_error", "queue settings must be a JSON object")
+    if not body:
+        problems.append({"field": "", "problem": "give concurrency, paused or both"})
     for unknown in sorted(set(body) - {"concurrency", "paused"}):
         problems.append(
             {"field": unknown, "problem": "unknown field; allowed: concurrency, paused"}

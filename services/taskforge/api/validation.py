@@ -46,6 +46,17 @@ def request_hash(body: Any) -> str:
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
+def has_nul(value: Any) -> bool:
+    """Whether a JSON value holds U+0000 anywhere (keys too): jsonb and text reject it."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(has_nul(item) for item in value)
+    return False
+
+
 def parse_json(raw: bytes) -> Any:
     """The request body as JSON, or a 400 naming the problem."""
     if not raw.strip():
@@ -95,6 +106,8 @@ def validate_job(body: Any, settings: Settings) -> dict[str, Any]:
     payload = body.get("payload", {})
     if not isinstance(payload, dict):
         bad("payload", "must be a JSON object")
+    elif has_nul(payload):
+        bad("payload", "must not contain the NUL character (\\u0000): PostgreSQL cannot store it")
 
     queue = body.get("queue", "default")
     if not isinstance(queue, str) or not QUEUE_NAME.match(queue):
