@@ -312,7 +312,12 @@ def add_commands(commands: Any) -> None:
         "--scenarios", default="batch", help=f"comma-separated of {', '.join(SCENARIOS)}, or all"
     )
     parser.add_argument("--jobs", "-n", type=int, default=20_000)
-    parser.add_argument("--concurrency", "-c", type=int, default=4)
+    parser.add_argument(
+        "--concurrency", "-c", type=int, default=64, help="requests in flight, single (64)"
+    )
+    parser.add_argument(
+        "--batch-concurrency", type=int, default=4, help="batch requests in flight (4)"
+    )
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--rate", type=float, default=100.0, help="trickle jobs per second")
     parser.add_argument("--trickle-jobs", type=int, default=1000)
@@ -348,11 +353,12 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
             for _ in range(max(args.repeat, 1)):
                 sampler = ProcessSampler(system.pids() if system else None)
                 jobs = args.trickle_jobs if scenario == "trickle" else args.jobs
+                concurrency = {"batch": args.batch_concurrency, "trickle": 1}.get(
+                    scenario, args.concurrency
+                )
                 runs.append(
                     asyncio.run(
-                        bench.run(
-                            scenario, jobs, args.concurrency, args.batch_size, args.rate, sampler
-                        )
+                        bench.run(scenario, jobs, concurrency, args.batch_size, args.rate, sampler)
                     )
                 )
             runs.sort(key=lambda r: r.drain_throughput)
