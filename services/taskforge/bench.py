@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import sys
 import time
@@ -54,7 +55,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
 
     def rank(p: float) -> float:
-        index = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
+        index = max(0, min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1))
         return ordered[index]
 
     return {"p50": rank(50), "p95": rank(95), "p99": rank(99), "max": ordered[-1]}
