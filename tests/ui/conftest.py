@@ -23,9 +23,9 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
+
 from taskforge.api.app import create_app
 from taskforge.worker.registry import Registry
-
 from tests.conftest import Stores, make_settings
 from tests.integration.helpers import running_pipeline
 

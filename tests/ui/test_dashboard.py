@@ -6,7 +6,6 @@ import re
 from typing import Any
 
 from taskforge.worker.registry import Fail, JobContext, Registry, load
-
 from tests.ui.conftest import System, running_system, screenshot
 
 try:
@@ -100,6 +99,18 @@ async def test_submitted_job_is_listed_and_its_page_shows_the_timeline(
     await expect(page.locator(f'tr[data-job="{job["id"]}"]')).to_be_visible()  # the oldest
     await page.get_by_role("button", name="← Previous page").click()
     await expect(rows).to_have_count(20)
+
+
+async def test_a_waiting_job_is_cancelled_from_its_page(system: System, page) -> None:
+    job = await system.submit("ping", delay_seconds=3600)
+    await page.goto(f"{system.url}/ui/#/jobs/{job['id']}")
+    await expect(page.locator(".job-head .badge")).to_have_text("pending")
+    await expect(page.get_by_role("button", name="Retry job")).to_be_disabled()
+    await page.get_by_role("button", name="Cancel job").click()
+    await expect(page.locator("#notice")).to_contain_text("Job cancelled")
+    await expect(page.locator(".job-head .badge")).to_have_text("cancelled")
+    await expect(page.locator("#timeline li").last).to_contain_text("cancelled")
+    assert (await system.job(job["id"]))["status"] == "cancelled"
 
 
 async def test_dead_letters_are_replayed_from_the_page(stores, pool, redis_client, page) -> None:

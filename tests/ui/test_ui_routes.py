@@ -8,7 +8,6 @@ import re
 from taskforge import __version__
 from taskforge.api.app import create_app
 from taskforge.api.ui import STATIC, bundle
-
 from tests.conftest import make_settings
 
 TOKEN = "ui-route-token"

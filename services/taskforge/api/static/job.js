@@ -26,7 +26,26 @@ function facts(job, config) {
   return h("dl", { class: "facts" }, rows.map(([term, value]) => [h("dt", {}, term), h("dd", {}, value)]));
 }
 
-function timeline(events) {
+/**
+ * An event's error: its first line, with the rest (a traceback) folded away until opened.
+ * `opened` remembers which ones the operator opened, so the page's refreshes keep them open.
+ */
+function errorBlock(event, opened) {
+  const [first, ...rest] = event.error.trimEnd().split("\n");
+  if (!rest.length) return h("pre", { class: "error" }, first);
+  return h(
+    "details",
+    {
+      class: "error",
+      open: opened.has(event.id),
+      ontoggle: (e) => (e.currentTarget.open ? opened.add(event.id) : opened.delete(event.id)),
+    },
+    h("summary", { "data-focus-key": `event/${event.id}` }, first),
+    h("pre", { class: "error" }, event.error),
+  );
+}
+
+function timeline(events, opened) {
   if (!events.length) return h("p", { class: "muted" }, "No events recorded.");
   const start = new Date(events[0].at).getTime();
   return h(
@@ -44,7 +63,7 @@ function timeline(events) {
           badge(e.to_status),
           h("span", { class: "muted small" }, ` attempt ${e.attempt} · by ${e.actor}`),
         ),
-        e.error ? h("pre", { class: "error" }, e.error) : null,
+        e.error ? errorBlock(e, opened) : null,
       ),
     ),
   );
@@ -53,6 +72,7 @@ function timeline(events) {
 export function renderJob(main, { id, config }) {
   let alive = true;
   let timer = 0;
+  const opened = new Set(); // ids of events whose error the operator unfolded
   const body = h("div", { id: "job-body" });
   fill(
     main,
@@ -106,7 +126,7 @@ export function renderJob(main, { id, config }) {
             "section",
             { class: "card", "aria-labelledby": "timeline-title" },
             h("h2", { id: "timeline-title" }, "Timeline"),
-            timeline(history.events),
+            timeline(history.events, opened),
           ),
         ),
         h(
