@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from taskforge import resources
-from taskforge.api import actions, auth, dlq, jobs, listing, openapi, queues, schedules
+from taskforge.api import actions, auth, dlq, jobs, listing, openapi, queues, schedules, ui
 from taskforge.api.errors import error_middleware, request_id_middleware
 from taskforge.api.notifier import notifier_ctx
 from taskforge.api.tracing import tracing_middleware
@@ -30,7 +30,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(resources.redis_ctx)
     app.cleanup_ctx.append(notifier_ctx)
     app.router.add_routes(jobs.routes)
-    for module in (actions, listing, dlq, queues, schedules, openapi):
+    for module in (actions, listing, dlq, queues, schedules, openapi, ui):
         app.router.add_routes(module.routes)
     checks = app[resources.CHECKS]
     add_ops_routes(app, checks)
