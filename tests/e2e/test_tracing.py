@@ -23,8 +23,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from prometheus_client.parser import text_string_to_metric_families
-from taskforge.embedded import free_port
 
+from taskforge.embedded import free_port
 from tests.e2e.deployables import System, running_system, wait_ready
 
 pytestmark = pytest.mark.e2e

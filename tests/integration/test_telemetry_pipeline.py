@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Iterator
@@ -11,10 +12,12 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
-from taskforge import telemetry
+
+from taskforge import lifecycle, streams, telemetry
 from taskforge.api.app import create_app
 from taskforge.jobs import Status
-
+from taskforge.reaper.reclaim import Reclaimer
+from taskforge.scheduler.dispatcher import Dispatcher
 from tests.conftest import make_settings
 from tests.integration.helpers import running_pipeline, wait_terminal
 
@@ -104,6 +107,32 @@ async def test_a_retried_job_stays_in_one_trace_and_failures_are_errors(
     assert {getattr(r, "span_id", None) for r in finished} == {
         f"{p.context.span_id:016x}" for p in processes
     }
+
+
+async def test_a_job_rescued_by_the_reaper_stays_in_its_trace(
+    client, pool, redis_client, settings, exported
+):
+    response = await client.post("/v1/jobs", json={"type": "ping"})
+    job_id = uuid.UUID((await response.json())["id"])
+    assert await Dispatcher(pool, redis_client).dispatch_once() == 1
+    # A worker reads and claims the job with a short lease, then dies without a word.
+    (entry,) = await streams.read(redis_client, ["default"], "doomed", 1, block_ms=1000)
+    async with pool.acquire() as conn:
+        (claimed,) = await lifecycle.claim(conn, [(job_id, entry[1])], "worker:doomed", 0.01)
+    await asyncio.sleep(0.05)
+    rescued = await Reclaimer(pool, redis_client, settings).rescue_expired()
+    assert [r.id for r in rescued] == [job_id]
+    async with running_pipeline(pool, redis_client, settings):
+        done = await wait_terminal(pool, [job_id])
+    assert done[job_id].status is Status.COMPLETED and done[job_id].attempts == 2
+    trace_id = (claimed.traceparent or "").split("-")[1]
+    spans = in_trace(exported, trace_id)
+    create = next(s for s in spans if s.name == "create default")
+    sends = [s for s in spans if s.name == "send default"]
+    (process,) = [s for s in spans if s.name == "process default"]
+    assert len(sends) == 2 and {parent_of(s) for s in sends} == {create.context.span_id}
+    assert parent_of(process) in {s.context.span_id for s in sends}
+    assert process.attributes["taskforge.job.attempt"] == 2
 
 
 async def test_a_batch_submit_stores_its_create_spans_context(client, pool, exported):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from opentelemetry.sdk.trace import sampling
 from opentelemetry.trace import SpanContext, TraceFlags, TraceState, get_current_span
+
 from taskforge import spans, telemetry
 from taskforge.config import ConfigError
 

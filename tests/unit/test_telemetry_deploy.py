@@ -12,6 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from prometheus_client import Counter, Gauge, Histogram
+
 from taskforge import metrics
 
 HERE = Path(__file__).resolve().parents[2] / "deploy" / "observability"
