@@ -18,7 +18,6 @@ from taskforge.lifecycle import Outcome
 from taskforge.pb import messages_pb2
 from taskforge.reaper.reclaim import Reclaimer
 from taskforge.scheduler.dispatcher import Dispatcher
-
 from tests.conftest import make_settings
 from tests.integration.helpers import submit
 
@@ -213,3 +212,20 @@ async def test_two_reapers_rescue_each_job_exactly_once(pool, redis_client, stor
     assert len(counts) == 80 and {c["n"] for c in counts} == {1}
     assert sum(r.moved.total() for r in reapers) == 80
     assert await _pending_count(redis_client) == 0
+
+
+async def test_after_a_postgres_outage_lapsed_leases_wait_for_their_workers(
+    pool, redis_client, stores
+):
+    job = await submit(pool, "ping")
+    await _deliver(pool, redis_client, claim=True)
+    await asyncio.sleep(VT * 2)  # the lease lapsed while (say) PostgreSQL was down
+    patient = Reclaimer(pool, redis_client, _settings(stores, visibility_timeout=60.0))
+    patient.postgres_outage()
+    assert await patient.reclaim_once() == []
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT status FROM jobs WHERE id = $1", job.id) == "running"
+    # Without an outage behind it, the same lapsed lease is rescued.
+    await _rounds_until(
+        Reclaimer(pool, redis_client, _settings(stores)), pool, [job.id], {"retrying"}
+    )

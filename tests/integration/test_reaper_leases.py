@@ -9,11 +9,11 @@ import asyncio
 import time
 
 import redis.asyncio as aioredis
+
 from taskforge import store
 from taskforge.embedded import free_port
 from taskforge.reaper.reclaim import Reclaimer
 from taskforge.worker.registry import load
-
 from tests.conftest import make_settings
 from tests.integration.helpers import running_pipeline, submit, wait_terminal
 
@@ -170,4 +170,31 @@ async def test_running_jobs_finish_after_redis_is_flushed(pool, redis_client, st
         await _wait_status(pool, job.id, "running")
         await redis_client.flushdb()  # the heartbeat's touch and the ack find no group
         done = await wait_terminal(pool, [job.id])
+    assert (done[job.id].status.value, done[job.id].attempts) == ("completed", 1)
+
+
+async def test_entries_read_while_postgres_is_down_are_claimed_when_it_is_back(
+    pool, redis_client, stores
+):
+    from taskforge.scheduler.dispatcher import Dispatcher
+    from taskforge.worker.consumer import Worker
+
+    settings = make_settings(stores, visibility_timeout=30.0)
+    job = await submit(pool, "ping")
+    await Dispatcher(pool, redis_client).dispatch_once()
+    broken = await store.create_pool(stores.postgres_url, min_size=0, max_size=1)
+    await broken.close()  # acquire raises InterfaceError, as with PostgreSQL down
+    worker = Worker(broken, redis_client, load(()), settings, "w-outage")
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        deadline = time.monotonic() + 20
+        while not worker._unclaimed:  # read from Redis, claim failed
+            assert time.monotonic() < deadline and not task.done()
+            await asyncio.sleep(0.02)
+        worker.pool = pool  # PostgreSQL is back
+        done = await wait_terminal(pool, [job.id])
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
     assert (done[job.id].status.value, done[job.id].attempts) == ("completed", 1)

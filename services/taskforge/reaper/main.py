@@ -43,6 +43,8 @@ async def reap(app: web.Application, stop: asyncio.Event) -> None:
         except STORE_ERRORS as exc:
             store = "redis" if isinstance(exc, RedisError) else "postgres"
             metrics.STORE_ERRORS.labels(store, "reaper").inc()
+            if store == "postgres":
+                reclaimer.postgres_outage()
             log.warning(
                 "reaper round failed; retrying",
                 extra={"action": "reaper.error", "error": repr(exc), "retry_in": backoff},

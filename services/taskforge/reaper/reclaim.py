@@ -13,7 +13,9 @@ Three sweeps, each safe to run on several reaper replicas at once:
    longer in its stream (Redis restarted empty, was flushed or failed over) go back to
    ``pending`` so the dispatcher sends them again.
 
-The reaper never writes a job entry: only the scheduler does (DESIGN's one rule).
+After a PostgreSQL outage, sweeps 1 and 2 pause for a visibility timeout: workers could not
+renew leases while it lasted, so a lapsed lease is no sign of a dead worker until they had
+the time to renew. The reaper never writes a job entry: only the scheduler does.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -67,6 +70,17 @@ class Reclaimer:
         )
         self.moved: Counter[str] = Counter()
         self._lost_after: QueuedEntry | None = None
+        self._trust_leases_at = 0.0
+
+    def postgres_outage(self) -> None:
+        """PostgreSQL was unreachable: workers could not renew their leases either.
+
+        Leases that lapsed meanwhile say nothing about the workers, so sweeps 1 and 2 wait
+        a visibility timeout: long enough for live workers to renew them and to record the
+        outcomes they hold. Without this, every job in flight during an outage would run
+        again.
+        """
+        self._trust_leases_at = time.monotonic() + self.settings.visibility_timeout
 
     async def queues(self) -> set[str]:
         """The configured queues and every queue that has a stream."""
@@ -78,9 +92,10 @@ class Reclaimer:
         # Redis may have restarted empty: recreate groups so workers read again.
         await streams.ensure_groups(self.redis, queues)
         moved: list[Rescued] = []
-        for queue in sorted(queues):
-            moved += await self.reclaim_idle(queue)
-        moved += await self.rescue_expired()
+        if time.monotonic() >= self._trust_leases_at:
+            for queue in sorted(queues):
+                moved += await self.reclaim_idle(queue)
+            moved += await self.rescue_expired()
         moved += await self.rescue_lost()
         return moved
 

@@ -73,6 +73,7 @@ class Worker:
         self._finish_ready = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._handbacks: list[tuple[uuid.UUID, int, str, str]] = []
+        self._unclaimed: list[tuple[str, str, bytes | None]] = []
         self._closing = False
         self._min_read = max(1, settings.worker_concurrency // 4)
         self._utilization_gauges = [metrics.WORKER_UTILIZATION.labels(q) for q in settings.queues]
@@ -105,11 +106,17 @@ class Worker:
                     continue
                 self._few_free_since = None
                 try:
-                    entries = await streams.read(
-                        self.redis, self.settings.queues, self.name, free, block_ms=1000
-                    )
+                    # Entries read while PostgreSQL was unreachable are claimed first: dropped,
+                    # their jobs would wait a visibility timeout for the reaper.
+                    entries, self._unclaimed = self._unclaimed, []
+                    if not entries:
+                        entries = await streams.read(
+                            self.redis, self.settings.queues, self.name, free, block_ms=1000
+                        )
                     if entries:
+                        self._unclaimed = entries
                         await self._claim_and_start(entries)
+                        self._unclaimed = []
                     backoff = 0.1
                 except ResponseError as exc:
                     # NOGROUP: Redis restarted empty or was flushed. UNBLOCKED: Redis 7 ends
@@ -332,7 +339,9 @@ class Worker:
                 self._finishes[:0] = batch  # keep them: nothing is lost, retry
                 self._store_error("finish", exc, backoff)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                # At most a second: these outcomes' leases are no longer renewed, and a
+                # finish that lands after the lease lapsed is fenced out (the job runs again).
+                backoff = min(backoff * 2, 1.0)
                 continue
             dead = [d for d in done if d.status is Status.DEAD]
             if dead:
