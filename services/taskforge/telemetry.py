@@ -196,8 +196,10 @@ def setup(service: str, environ: Mapping[str, str] | None = None) -> TracingConf
     provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
     enable(provider, processor)
-    # Failed exports retry inside the exporter; its per-retry warnings would flood the logs.
-    logging.getLogger("opentelemetry.exporter").setLevel(logging.ERROR)
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # Failed exports retry inside the exporter; its per-retry warnings would flood the
+        # logs. One error per lost batch remains (and every retry at TASKFORGE_LOG_LEVEL=debug).
+        logging.getLogger("opentelemetry.exporter").setLevel(logging.ERROR)
     log.info(
         "tracing on",
         extra={
