@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from aiohttp import web
+
 from taskforge.api.app import create_app
 from taskforge.config import Settings
-
 from tests.conftest import Stores, make_settings
 
 TOKEN = "tf-test-token-0123456789"
@@ -62,3 +64,38 @@ def assert_error(body: Any, code: str) -> None:
     assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}
     assert body["error"]["code"] == code, body
     assert body["error"]["message"]
+
+
+@pytest.fixture
+def live_url(stores, clean) -> Iterator[str]:
+    """The app served on a loopback port for the duration of the test."""
+    ready = threading.Event()
+    stop: list[asyncio.AbstractEventLoop] = []
+    port: list[int] = []
+
+    def serve() -> None:
+        loop = asyncio.new_event_loop()
+        stop.append(loop)
+
+        async def start() -> web.AppRunner:
+            runner = web.AppRunner(create_app(api_settings(stores)), access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            port.append(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+            return runner
+
+        runner = loop.run_until_complete(start())
+        ready.set()
+        loop.run_forever()
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+    thread = threading.Thread(target=serve, name="api-under-test", daemon=True)
+    thread.start()
+    assert ready.wait(30), "the api did not start"
+    try:
+        yield f"http://127.0.0.1:{port[0]}"
+    finally:
+        stop[0].call_soon_threadsafe(stop[0].stop)
+        thread.join(30)

@@ -6,7 +6,6 @@ import hashlib
 
 from taskforge.api.app import create_app
 from taskforge.config import parse_tokens
-
 from tests.integration.api_support import (
     AUTH,
     TOKEN,

@@ -6,21 +6,16 @@ auth on, against this session's PostgreSQL and Redis.
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import Iterator
-
-import pytest
 import schemathesis
 from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from schemathesis import checks
+
 from taskforge.api import openapi
 from taskforge.api.app import create_app
+from tests.integration.api_support import AUTH, api, api_settings, get_json, live_url
 
-from tests.integration.api_support import AUTH, api, api_settings, get_json
-
-__all__ = ["api"]
+__all__ = ["api", "live_url"]
 
 # The dashboard (issue 8) serves HTML under /ui/: pages, not API operations.
 UNDOCUMENTED_PREFIXES = ("/ui",)
@@ -59,41 +54,6 @@ async def test_the_served_document_is_the_openapi_3_1_document(api):
     for ref in set(part.split("'")[0] for part in text.split("#/components/")[1:]):
         kind, name = ref.split("/")
         assert name in components[kind], ref
-
-
-@pytest.fixture
-def live_url(stores, clean) -> Iterator[str]:
-    """The app served on a loopback port for the duration of the test."""
-    ready = threading.Event()
-    stop: list[asyncio.AbstractEventLoop] = []
-    port: list[int] = []
-
-    def serve() -> None:
-        loop = asyncio.new_event_loop()
-        stop.append(loop)
-
-        async def start() -> web.AppRunner:
-            runner = web.AppRunner(create_app(api_settings(stores)), access_log=None)
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            port.append(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
-            return runner
-
-        runner = loop.run_until_complete(start())
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
-
-    thread = threading.Thread(target=serve, name="api-under-test", daemon=True)
-    thread.start()
-    assert ready.wait(30), "the api did not start"
-    try:
-        yield f"http://127.0.0.1:{port[0]}"
-    finally:
-        stop[0].call_soon_threadsafe(stop[0].stop)
-        thread.join(30)
 
 
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(live_url):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 from taskforge.scheduler.dispatcher import Dispatcher
-
 from tests.integration.api_support import (
     api,
     api_settings,

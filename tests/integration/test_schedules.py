@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 
 from taskforge import lifecycle, store
 from taskforge.scheduler import cron
-
 from tests.integration.api_support import api, assert_error, get_json
 
 __all__ = ["api"]
