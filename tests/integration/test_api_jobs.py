@@ -243,3 +243,12 @@ async def test_retry_runs_a_finished_job_again(api, pool, redis_client, settings
     assert ("completed", "pending", "retried on request") in [
         (e["from_status"], e["to_status"], e["error"]) for e in events
     ]
+
+
+async def test_tokens_never_reach_the_logs(aiohttp_client, stores, clean, caplog):
+    caplog.set_level("DEBUG")
+    client = await aiohttp_client(create_app(api_settings(stores)))
+    await client.get("/v1/jobs", headers={"Authorization": "Bearer wrong-secret-token"})
+    await client.get("/v1/jobs", headers=AUTH)
+    await client.post("/v1/jobs", data=b"{not json", headers=AUTH)
+    assert TOKEN not in caplog.text and "wrong-secret-token" not in caplog.text
