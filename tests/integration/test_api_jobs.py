@@ -143,6 +143,9 @@ async def test_batch_with_an_invalid_job_stores_nothing(api):
     assert_error(body, "validation_error")
     assert body["error"]["details"][0]["index"] == 1
     assert (await get_json(api, "/v1/jobs"))["jobs"] == []
+    # A trailing newline is not part of a valid name (a regex $ would let it through).
+    for job in ({"type": "ping\n"}, {"type": "ping", "queue": "q\n"}):
+        assert (await api.post("/v1/jobs", json=job)).status == 422, job
     too_many = await api.post("/v1/jobs/batch", json={"jobs": [{"type": "ping"}] * 1001})
     assert too_many.status in (413, 422)
 

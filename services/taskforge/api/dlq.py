@@ -106,9 +106,9 @@ def _replay_filter(body: Any) -> tuple[lifecycle.ReplayFilter, bool]:
     for unknown in sorted(set(body) - FILTER_FIELDS):
         bad(unknown, f"unknown field; allowed: {', '.join(sorted(FILTER_FIELDS))}")
     job_type, queue, error = body.get("type"), body.get("queue"), body.get("error")
-    if job_type is not None and (not isinstance(job_type, str) or not JOB_TYPE.match(job_type)):
+    if job_type is not None and (not isinstance(job_type, str) or not JOB_TYPE.fullmatch(job_type)):
         bad("type", "must be a job type")
-    if queue is not None and (not isinstance(queue, str) or not QUEUE_NAME.match(queue)):
+    if queue is not None and (not isinstance(queue, str) or not QUEUE_NAME.fullmatch(queue)):
         bad("queue", "must be a queue name")
     if error is not None and (
         not isinstance(error, str) or not 0 < len(error) <= 200 or has_nul(error)

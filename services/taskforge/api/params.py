@@ -75,7 +75,7 @@ def text_param(request: web.Request, name: str) -> str | None:
 def queue_param(request: web.Request) -> str | None:
     """``queue``: a queue name, or None."""
     raw = request.query.get("queue")
-    if raw is not None and not QUEUE_NAME.match(raw):
+    if raw is not None and not QUEUE_NAME.fullmatch(raw):
         raise bad_parameter("queue", "must be 1-64 letters, digits, '_', '.', '-'")
     return raw
 
@@ -83,7 +83,7 @@ def queue_param(request: web.Request) -> str | None:
 def type_param(request: web.Request) -> str | None:
     """``type``: a job type, or None."""
     raw = request.query.get("type")
-    if raw is not None and not JOB_TYPE.match(raw):
+    if raw is not None and not JOB_TYPE.fullmatch(raw):
         raise bad_parameter("type", "must be 1-200 letters, digits, '_', '.', ':', '-'")
     return raw
 
@@ -146,7 +146,7 @@ def name_from(request: web.Request, kind: str, *, creating: bool = False) -> str
     """A queue or schedule name from the path: an invalid one is a 404 when reading (it names
     nothing) and a 422 when creating."""
     raw = request.match_info["name"]
-    if not QUEUE_NAME.match(raw):
+    if not QUEUE_NAME.fullmatch(raw):
         rule = f"{kind} names are 1-64 letters, digits, '_', '.', '-' (not first)"
         if creating:
             raise ApiError(

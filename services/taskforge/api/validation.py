@@ -100,7 +100,7 @@ def validate_job(body: Any, settings: Settings) -> dict[str, Any]:
     job_type = body.get("type")
     if job_type is None:
         bad("type", 'required: the job type, e.g. "ping"')
-    elif not isinstance(job_type, str) or not JOB_TYPE.match(job_type):
+    elif not isinstance(job_type, str) or not JOB_TYPE.fullmatch(job_type):
         bad("type", "must be a string of 1-200 letters, digits, '_', '.', ':', '-'")
 
     payload = body.get("payload", {})
@@ -110,7 +110,7 @@ def validate_job(body: Any, settings: Settings) -> dict[str, Any]:
         bad("payload", "must not contain the NUL character (\\u0000): PostgreSQL cannot store it")
 
     queue = body.get("queue", "default")
-    if not isinstance(queue, str) or not QUEUE_NAME.match(queue):
+    if not isinstance(queue, str) or not QUEUE_NAME.fullmatch(queue):
         bad("queue", "must be 1-64 letters, digits, '_', '.', '-', starting with a letter or digit")
 
     priority = body.get("priority", 0)
