@@ -7,8 +7,11 @@ from __future__ import annotations
 import asyncio
 import time
 
+import aiohttp
+import asyncpg
 import pytest
 
+from taskforge.scheduler.dispatcher import listen
 from tests.chaos.conftest import running
 from tests.chaos.harness import Cluster, reruns, rescued_by_reason, run_problems, wait_busy
 from tests.conftest import Stores
@@ -26,6 +29,10 @@ async def test_postgres_restart_is_survived_without_restarting_anything(
         down_at = time.monotonic()
         await asyncio.to_thread(private_postgres.crash)
         readiness = await cluster.readiness()
+        async with aiohttp.ClientSession() as session:
+            body = {"type": "chaos.work", "queue": "probe"}
+            async with session.post(f"{cluster.api}/v1/jobs", json=body) as r:
+                refused = (r.status, (await r.json())["error"]["code"], r.headers["Retry-After"])
         await asyncio.sleep(max(0.0, 2.0 - (time.monotonic() - down_at)))
         await asyncio.to_thread(private_postgres.start)
         up_at = time.monotonic()
@@ -35,6 +42,7 @@ async def test_postgres_restart_is_survived_without_restarting_anything(
         assert cluster.exited() == {}
         assert set((await cluster.readiness()).values()) == {200}
     assert set(readiness.values()) == {503}, readiness  # not ready while PostgreSQL was down
+    assert refused == (503, "store_unavailable", "1")  # retry later, not a server bug
     events = await cluster.events(ids)
     runs = cluster.runs()
     assert {j["status"] for j in jobs.values()} == {"completed"}
@@ -49,3 +57,39 @@ async def test_postgres_restart_is_survived_without_restarting_anything(
         new_job_done_after_seconds=round(probe_done - up_at, 2),
         all_done_after_seconds=round(max(j["finished"] for j in jobs.values()) - up_at, 2),
     )
+
+
+async def test_dispatcher_listen_connection_comes_back_after_a_restart(private_postgres):
+    """The scheduler's LISTEN connection reconnects by itself and wakes the dispatcher."""
+
+    class Dispatcher:
+        def __init__(self) -> None:
+            self.wake = asyncio.Event()
+
+        def notified(self, *_: object) -> None:
+            self.wake.set()
+
+    async def notify() -> None:
+        conn = await asyncpg.connect(private_postgres.url)
+        try:
+            await conn.execute("NOTIFY taskforge_jobs")
+        finally:
+            await conn.close()
+
+    dispatcher, stop = Dispatcher(), asyncio.Event()
+    listener = asyncio.create_task(listen(private_postgres.url, dispatcher, stop))
+    try:
+        await asyncio.to_thread(private_postgres.crash)
+        await asyncio.to_thread(private_postgres.start)
+        # The reconnect wakes the dispatcher once (for what it missed); then it must hear
+        # notifications again.
+        for _ in range(2):
+            dispatcher.wake.clear()
+            deadline = time.monotonic() + 30
+            while not dispatcher.wake.is_set():
+                assert time.monotonic() < deadline, "LISTEN never reconnected"
+                await notify()
+                await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await asyncio.wait_for(listener, 30)

@@ -12,7 +12,9 @@ from typing import Any
 
 import asyncpg
 from aiohttp import web
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from taskforge import metrics
 from taskforge.api.keys import REQUEST_ID as REQUEST_ID_KEY
@@ -120,6 +122,21 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             metrics.STORE_ERRORS.labels("redis", "api").inc()
         elif isinstance(exc, OSError | asyncpg.PostgresError | asyncpg.InterfaceError):
             metrics.STORE_ERRORS.labels("postgres", "api").inc()
+        down = _store_down(exc)
+        if down is not None:
+            # A store restarting or unreachable: the client should retry, not report a bug.
+            status = 503
+            log.warning(
+                "store unavailable",
+                extra={"action": "http.unavailable", "store": down, "error": repr(exc)},
+            )
+            return error_response(
+                503,
+                "store_unavailable",
+                f"{down} is unavailable right now; retry in a moment",
+                {"store": down, "request_id": request.get(REQUEST_ID_KEY)},
+                headers={"Retry-After": "1"},
+            )
         log.exception(
             "unhandled error",
             extra={"action": "http.error", "request_id": request.get(REQUEST_ID_KEY)},
@@ -134,3 +151,21 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         elapsed = time.perf_counter() - started
         metrics.HTTP_REQUESTS.labels(request.method, route_name, str(status)).inc()
         metrics.HTTP_LATENCY.labels(request.method, route_name).observe(elapsed)
+
+
+def _store_down(exc: BaseException) -> str | None:
+    """Which store a connection-level failure came from (None for any other error)."""
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        return "redis"
+    if isinstance(
+        exc,
+        OSError
+        | asyncpg.InterfaceError
+        | asyncpg.PostgresConnectionError
+        | asyncpg.AdminShutdownError
+        | asyncpg.CrashShutdownError
+        | asyncpg.CannotConnectNowError  # starting up or recovering
+        | asyncpg.TooManyConnectionsError,
+    ):
+        return "postgres"
+    return None
