@@ -152,11 +152,21 @@ def serve(
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, shutdown.set)
+        # Not ready until every resource is up and the main port listens: the stores' own
+        # checks only exist once their cleanup_ctx ran, and an empty table would read ready.
+        started = asyncio.Event()
+
+        async def started_check() -> None:
+            if not started.is_set():
+                raise RuntimeError("starting")
+
+        app[CHECKS]["started"] = started_check
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         if port is not None:
             await web.TCPSite(runner, settings.http_host, port).start()
             log.info("listening", extra={"action": "http.listen", "port": port})
+        started.set()
         log.info("started", extra={"action": "service.start", "service": service})
         try:
             await shutdown.wait()

@@ -171,7 +171,7 @@ def test_environment_follows_values_and_a_deployables_env_wins(render: Render) -
     assert api["TASKFORGE_LOG_FORMAT"]["value"] == "console"
     assert api["TASKFORGE_JOB_TIMEOUT"]["value"] == "15m"
     assert api["TASKFORGE_BACKOFF_MAX"]["value"] == "10m"
-    assert api["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"] == "http://otel-collector.monitoring:4317"
+    assert api["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"] == "http://otel-collector.monitoring:4318"
     assert worker["TASKFORGE_QUEUES"]["value"] == "default,mail"
     assert worker["TASKFORGE_WORKER_CONCURRENCY"]["value"] == "64"
     assert worker["TASKFORGE_HANDLERS"]["value"] == "myapp.jobs:registry,myapp.mail:registry"
