@@ -55,7 +55,7 @@ def parse_queues(text: str) -> tuple[str, ...]:
     if not queues:
         raise ValueError("no queue named; give at least one, e.g. default")
     for queue in queues:
-        if not QUEUE_NAME.match(queue):
+        if not QUEUE_NAME.fullmatch(queue):
             raise ValueError(f"queue {queue!r} is invalid; use 1-64 letters, digits, '_', '.', '-'")
     return queues
 

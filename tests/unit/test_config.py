@@ -75,6 +75,7 @@ def test_environment_is_parsed_once_into_settings():
         ("TASKFORGE_QUEUES", "bad queue!"),
         ("TASKFORGE_LOG_FORMAT", "xml"),
         ("TASKFORGE_MAX_ATTEMPTS", "-2"),
+        ("TASKFORGE_QUEUES", "mail\nx"),
     ],
 )
 def test_bad_value_names_the_variable(name, value):
