@@ -151,7 +151,10 @@ async def browser():
 
 @pytest.fixture
 async def page(browser):
-    """A fresh laptop-sized tab; script errors on the page fail the test."""
+    """A fresh laptop-sized tab; script errors on the page fail the test.
+
+    Tests ask for ``page`` before the system, so a missing browser fails before anything starts.
+    """
     context = await browser.new_context(viewport=VIEWPORT)
     context.set_default_timeout(WAIT_MS)
     tab = await context.new_page()

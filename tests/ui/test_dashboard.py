@@ -20,7 +20,7 @@ def terminal(job: dict[str, Any]) -> bool:
     return job["status"] in {"completed", "dead", "cancelled"}
 
 
-async def test_queues_page_shows_default_queue_with_job_states(system: System, page) -> None:
+async def test_queues_page_shows_default_queue_with_job_states(page, system: System) -> None:
     finished = [await system.submit("ping", {"message": f"m{i}"}) for i in range(3)]
     died = await system.submit("dead", {"message": "the ui test kills this one"})
     await system.wait([job["id"] for job in [*finished, died]], terminal)
@@ -51,7 +51,7 @@ async def test_queues_page_shows_default_queue_with_job_states(system: System, p
 
 
 async def test_submitted_job_is_listed_and_its_page_shows_the_timeline(
-    system: System, page
+    page, system: System
 ) -> None:
     job = await system.submit(
         "ping", {"message": "hello from the ui test"}, headers={"traceparent": TRACEPARENT}
@@ -101,7 +101,7 @@ async def test_submitted_job_is_listed_and_its_page_shows_the_timeline(
     await expect(rows).to_have_count(20)
 
 
-async def test_a_waiting_job_is_cancelled_from_its_page(system: System, page) -> None:
+async def test_a_waiting_job_is_cancelled_from_its_page(page, system: System) -> None:
     job = await system.submit("ping", delay_seconds=3600)
     await page.goto(f"{system.url}/ui/#/jobs/{job['id']}")
     await expect(page.locator(".job-head .badge")).to_have_text("pending")
@@ -113,7 +113,7 @@ async def test_a_waiting_job_is_cancelled_from_its_page(system: System, page) ->
     assert (await system.job(job["id"]))["status"] == "cancelled"
 
 
-async def test_dead_letters_are_replayed_from_the_page(stores, pool, redis_client, page) -> None:
+async def test_dead_letters_are_replayed_from_the_page(page, stores, pool, redis_client) -> None:
     broken = {"on": True}
     registry = load(())
     flaky = Registry()
@@ -157,7 +157,7 @@ async def test_dead_letters_are_replayed_from_the_page(stores, pool, redis_clien
 
 
 async def test_token_prompt_appears_with_auth_on_and_the_token_works(
-    stores, pool, redis_client, page
+    page, stores, pool, redis_client
 ) -> None:
     async with running_system(stores, pool, redis_client, token="ui-test-token") as system:
         job = await system.submit("ping")
