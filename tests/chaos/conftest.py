@@ -53,9 +53,13 @@ async def running(cluster: Cluster) -> AsyncIterator[Cluster]:
         yield cluster
     except BaseException:
         print(cluster.log_tails())
-        raise
-    finally:
         await asyncio.to_thread(cluster.stop)
+        raise
+    codes = await asyncio.to_thread(cluster.stop)
+    unclean = {n: c for n, c in codes.items() if c != 0 and n not in cluster.stopped}
+    assert not unclean, f"deployables did not stop cleanly on SIGTERM: {unclean}\n" + (
+        cluster.log_tails()
+    )
 
 
 @pytest.fixture
