@@ -24,25 +24,26 @@ FIGURES = pytest.StashKey[list[dict[str, Any]]]()
 
 
 @pytest.fixture
-def figures(request: pytest.FixtureRequest) -> Callable[..., None]:
+def figures(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[..., None]:
     """Record one scenario's figures (jobs, re-runs, time to recover, ...)."""
     collected = request.config.stash.setdefault(FIGURES, [])
 
     def record(**values: Any) -> None:
         collected.append({"scenario": request.node.name, **values})
+        path = tmp_path_factory.getbasetemp() / "chaos-figures.json"
+        path.write_text(json.dumps(collected, indent=2, ensure_ascii=False))
 
     return record
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     collected = config.stash.get(FIGURES, [])
-    if not collected:
-        return
-    terminalreporter.section("chaos figures")
-    for row in collected:
-        terminalreporter.write_line(json.dumps(row))
-    base = Path(config._tmp_path_factory.getbasetemp())  # type: ignore[attr-defined]
-    (base / "chaos-figures.json").write_text(json.dumps(collected, indent=2))
+    if collected:
+        terminalreporter.section("chaos figures")
+        for row in collected:
+            terminalreporter.write_line(json.dumps(row, ensure_ascii=False))
 
 
 @asynccontextmanager
