@@ -309,6 +309,7 @@ def add_commands(commands: Any) -> None:
         "--embedded", action="store_true", help="start the whole system (taskforge dev) for the run"
     )
     parser.add_argument("--workers", type=int, default=1, help="--embedded worker processes")
+    parser.add_argument("--api", type=int, default=1, help="--embedded api processes")
     parser.add_argument(
         "--scenarios", default="batch", help=f"comma-separated of {', '.join(SCENARIOS)}, or all"
     )
@@ -339,7 +340,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    system = EmbeddedSystem(workers=args.workers) if args.embedded else None
+    system = EmbeddedSystem(workers=args.workers, apis=args.api) if args.embedded else None
     try:
         if system:
             system.start()

@@ -22,8 +22,9 @@ DEPLOYABLES = ("api", "scheduler", "worker", "reaper")
 class EmbeddedSystem:
     """``taskforge dev`` on fresh embedded stores (or the TASKFORGE_*_URL servers)."""
 
-    def __init__(self, workers: int = 1) -> None:
+    def __init__(self, workers: int = 1, apis: int = 1) -> None:
         self.workers = workers
+        self.apis = apis
         self.data_dir = Path(tempfile.mkdtemp(prefix="taskforge-bench-"))
         self.http_port = random.randint(20000, 29000)
         self.ops_base = self.http_port + 1000
@@ -90,7 +91,7 @@ class EmbeddedSystem:
             children = psutil.Process(self.process.pid).children(recursive=True)
         except psutil.Error:
             return {}
-        workers = 0
+        counts: dict[str, int] = {}
         for child in children:
             try:
                 cmdline = child.cmdline()
@@ -98,9 +99,9 @@ class EmbeddedSystem:
                 continue
             if cmdline and cmdline[-1] in DEPLOYABLES and "taskforge" in " ".join(cmdline):
                 name = cmdline[-1]
-                if name == "worker":
-                    workers += 1
-                    name = f"worker-{workers}"
+                if name in ("worker", "api"):
+                    counts[name] = counts.get(name, 0) + 1
+                    name = f"{name}-{counts[name]}"
                 found[name] = child.pid
             elif cmdline and cmdline[0].endswith("redis-server"):
                 found["redis"] = child.pid

@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
         "ones keeping their data under --data-dir when those are unset. Ctrl-C stops everything.",
     )
     dev.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    dev.add_argument(
+        "--api", type=int, default=1, help="api processes sharing the port (default 1)"
+    )
     dev.add_argument("--data-dir", default=".taskforge", help="embedded data (default .taskforge)")
     dev.add_argument("--no-reaper", action="store_true", help="do not start the reaper")
 

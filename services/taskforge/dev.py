@@ -95,7 +95,9 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         import asyncio
 
         asyncio.run(migrate_url(postgres_url))
-        plan = [("api", "api"), ("scheduler", "scheduler")]
+        apis = max(args.api, 1)
+        plan = [(f"api-{i + 1}" if apis > 1 else "api", "api") for i in range(apis)]
+        plan.append(("scheduler", "scheduler"))
         plan += [(f"worker-{i + 1}", "worker") for i in range(max(args.workers, 1))]
         if not args.no_reaper and _has_reaper():
             plan.append(("reaper", "reaper"))

@@ -164,7 +164,9 @@ def serve(
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         if port is not None:
-            await web.TCPSite(runner, settings.http_host, port).start()
+            # SO_REUSEPORT: several api processes on one host share the port (taskforge dev
+            # --api N); the kernel spreads connections across them.
+            await web.TCPSite(runner, settings.http_host, port, reuse_port=True).start()
             log.info("listening", extra={"action": "http.listen", "port": port})
         started.set()
         log.info("started", extra={"action": "service.start", "service": service})

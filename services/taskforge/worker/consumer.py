@@ -7,6 +7,7 @@ It never writes SQL; every state change goes through :mod:`taskforge.lifecycle`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import traceback
@@ -138,7 +139,8 @@ class Worker:
             await self._flush_pending()
             for side in sides:
                 side.cancel()
-            await asyncio.gather(*sides, return_exceptions=True)
+            # Bounded: a side task stuck in a client's cleanup must not hold the exit.
+            await asyncio.wait(sides, timeout=5.0)
 
     def _gathering_slots(self, free: int) -> bool:
         """Wait briefly while only a few slots are free, so reads and claims stay batched.
@@ -433,13 +435,15 @@ class Worker:
         also cancels jobs whose row has ``cancel_requested``.
         """
         backoff = 0.1
-        while True:
+        # Loops on _closing, not only on cancellation: redis-py's get_message can swallow
+        # a CancelledError that lands while it waits, which held shutdown for seconds.
+        while not self._closing:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(streams.cancel_channel())
                 backoff = 0.1
-                while True:
-                    message = await pubsub.get_message(timeout=1.0)
+                while not self._closing:
+                    message = await pubsub.get_message(timeout=0.5)
                     if message is not None:
                         self._cancel_requested(message.get("data"))
             except STORE_ERRORS as exc:
@@ -447,7 +451,10 @@ class Worker:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
             finally:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                # Cancelled mid-subscribe, redis-py's close can wait on the interrupted
+                # connection; never let it hold the worker's shutdown.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(pubsub.aclose(), 1.0)  # type: ignore[no-untyped-call]
 
     def _cancel_requested(self, data: object) -> None:
         try:
