@@ -113,6 +113,7 @@ WITH target AS (
     FROM jobs j JOIN unnest($4::uuid[], $5::text[], $6::int[]) AS e(id, stream_id, deliveries)
          ON j.id = e.id
     WHERE j.stream_id = e.stream_id AND j.status IN ('queued', 'running')
+    ORDER BY j.id  -- the claim's lock order: a concurrent claim waits, never deadlocks
     FOR UPDATE OF j
 )"""
     + _DECIDE_AND_MOVE
@@ -143,6 +144,7 @@ WITH target AS (
            NULL::boolean AS expired, 0 AS deliveries, 'lost'::text AS cause
     FROM jobs j JOIN unnest($4::uuid[], $5::text[]) AS e(id, stream_id) ON j.id = e.id
     WHERE j.stream_id = e.stream_id AND j.status = 'queued'
+    ORDER BY j.id
     FOR UPDATE OF j
 )"""
     + _DECIDE_AND_MOVE
