@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+
 from taskforge import streams
 from taskforge.reaper import entries, upkeep
-
 from tests.conftest import make_settings
 from tests.integration.helpers import submit
 
