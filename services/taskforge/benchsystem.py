@@ -56,6 +56,8 @@ class EmbeddedSystem:
                 "dev",
                 "--workers",
                 str(self.workers),
+                "--api",
+                str(self.apis),
                 "--data-dir",
                 str(self.data_dir),
             ],
@@ -67,9 +69,11 @@ class EmbeddedSystem:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"taskforge dev exited; see {self.data_dir / 'dev.log'}")
-            if (
-                all(self._ready(self.ops_base + i) for i in range(len(self.pids()) or 1))
-                and len(self.pids()) >= 2 + self.workers
+            # api(s), scheduler, workers and reaper, each on its own ops port from ops_base.
+            expected = self.apis + self.workers + 2
+            running = [name for name in self.pids() if name != "redis"]
+            if len(running) >= expected and all(
+                self._ready(self.ops_base + i) for i in range(expected)
             ):
                 return
             time.sleep(0.2)
@@ -103,7 +107,7 @@ class EmbeddedSystem:
                     counts[name] = counts.get(name, 0) + 1
                     name = f"{name}-{counts[name]}"
                 found[name] = child.pid
-            elif cmdline and cmdline[0].endswith("redis-server"):
+            elif cmdline and "redis-server" in cmdline[0]:
                 found["redis"] = child.pid
         return found
 
