@@ -192,7 +192,7 @@ async def test_entries_read_while_postgres_is_down_are_claimed_when_it_is_back(
         while not worker._unclaimed:  # read from Redis, claim failed
             assert time.monotonic() < deadline and not task.done()
             await asyncio.sleep(0.02)
-        worker.pool = pool  # PostgreSQL is back
+        worker.pool = worker.finisher.pool = pool  # PostgreSQL is back
         done = await wait_terminal(pool, [job.id])
     finally:
         stop.set()

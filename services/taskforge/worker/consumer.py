@@ -1,19 +1,19 @@
 """The worker loop: read → claim (batch) → run handlers → finish (batch) → ack.
 
 It never writes SQL; every state change goes through :mod:`taskforge.lifecycle`. Side tasks
-(finisher, heartbeat) are named and watched: if one dies, the worker stops.
+(the finisher in :mod:`.finishing`, the heartbeat and cancel listener in :mod:`.leases`) are
+named and watched: if one dies, the worker stops.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import traceback
 import uuid
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import asyncpg
 import orjson
@@ -24,12 +24,13 @@ from taskforge import lifecycle, metrics, spans, streams
 from taskforge.config import Settings
 from taskforge.jobs import Status, backoff_delay
 from taskforge.lifecycle import ClaimedJob, Outcome
+from taskforge.worker.finishing import STORE_ERRORS, Finisher, FinishItem
+from taskforge.worker.leases import LeaseKeeper
 from taskforge.worker.registry import Fail, JobContext, JobLogger, Registry, Retry
 
 log = logging.getLogger("taskforge.worker")
 
 GATHER_SECONDS = 0.02
-STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, RedisError)
 
 
 @dataclass
@@ -41,15 +42,6 @@ class Running:
     lease_deadline: float = 0.0
     cancel_reason: str | None = None
     headers: dict[str, str] | None = None  # the stream entry's (trace context)
-
-
-@dataclass
-class _Finish:
-    outcome: Outcome
-    queue: str
-    stream_id: str
-    job: ClaimedJob | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 class Worker:
@@ -70,12 +62,11 @@ class Worker:
         self.name = name or f"worker-{uuid.uuid4().hex[:12]}"
         self.actor = f"worker:{self.name}"
         self.running: dict[uuid.UUID, Running] = {}
-        self._finishes: list[_Finish] = []
-        self._finish_ready = asyncio.Event()
+        self.finisher = Finisher(pool, redis, self.actor, self._store_error)
+        self.leases = LeaseKeeper(self)
         self._slot_free = asyncio.Event()
-        self._handbacks: list[tuple[uuid.UUID, int, str, str]] = []
         self._unclaimed: list[tuple[str, str, bytes | None]] = []
-        self._closing = False
+        self.closing = False
         self._min_read = max(1, settings.worker_concurrency // 4)
         self._utilization_gauges = [metrics.WORKER_UTILIZATION.labels(q) for q in settings.queues]
         self._few_free_since: float | None = None
@@ -86,9 +77,9 @@ class Worker:
         """Consume until ``stop``; then drain within the grace period and hand back the rest."""
         await self._ensure_groups()
         self._utilization()  # exported from the start, not from the first job
-        finisher = asyncio.create_task(self._finisher(), name="finisher")
-        heartbeat = asyncio.create_task(self._heartbeat(), name="heartbeat")
-        canceller = asyncio.create_task(self._cancel_listener(), name="cancel-listener")
+        finisher = asyncio.create_task(self.finisher.run(), name="finisher")
+        heartbeat = asyncio.create_task(self.leases.run(), name="heartbeat")
+        canceller = asyncio.create_task(self.leases.listen_for_cancels(), name="cancel-listener")
         sides = {finisher, heartbeat, canceller}
         backoff = 0.1
         try:
@@ -133,10 +124,10 @@ class Worker:
         finally:
             # The finisher may be mid-flush: let it finish what it holds, never cancel it
             # with an outcome in hand (the job would stay running until the reaper came).
-            self._closing = True
-            self._finish_ready.set()
+            self.closing = True
+            self.finisher.close()
             await asyncio.wait({finisher}, timeout=15.0)
-            await self._flush_pending()
+            await self.finisher.flush_all()
             for side in sides:
                 side.cancel()
             # Bounded: a side task stuck in a client's cleanup must not hold the exit.
@@ -253,10 +244,9 @@ class Worker:
                 series.success.inc()
             else:
                 series.failure(outcome.status.value).inc()
-            self._finishes.append(
-                _Finish(outcome, job.queue, job.stream_id, job, extra=spans.log_ids(span))
+            self.finisher.add(
+                FinishItem(outcome, job.queue, job.stream_id, job, extra=spans.log_ids(span))
             )
-            self._finish_ready.set()
         self.running.pop(job.id, None)
         self._slot_free.set()
         self._utilization()
@@ -303,7 +293,7 @@ class Worker:
         if running.cancel_reason == "cancel":
             return Outcome(job.id, job.attempt, Status.CANCELLED, error="cancelled on request")
         if running.cancel_reason == "shutdown":
-            self._handbacks.append((job.id, job.attempt, job.queue, job.stream_id))
+            self.finisher.handbacks.append((job.id, job.attempt, job.queue, job.stream_id))
         # "lease": another owner decides now; we record nothing.
         return None
 
@@ -315,97 +305,6 @@ class Worker:
         running.cancel_reason = reason
         running.task.cancel()
         return True
-
-    # -- finishing ------------------------------------------------------------------------
-
-    async def _finisher(self) -> None:
-        """Flush outcomes in batches: whatever accumulated while the last flush ran."""
-        while True:
-            await self._finish_ready.wait()
-            self._finish_ready.clear()
-            await self._flush_finishes()
-            if self._closing and not self._finishes:
-                return
-
-    async def _flush_finishes(self) -> None:
-        backoff = 0.1
-        while self._finishes:
-            batch, self._finishes = self._finishes, []
-            try:
-                async with self.pool.acquire() as conn:
-                    done = await lifecycle.finish(conn, [f.outcome for f in batch], self.actor)
-                # Ack only after the row is written; an outcome fenced out (the job was
-                # rescued meanwhile) is acked too: that entry is finished either way.
-                await streams.ack(self.redis, [(f.queue, f.stream_id) for f in batch])
-            except STORE_ERRORS as exc:
-                self._finishes[:0] = batch  # keep them: nothing is lost, retry
-                self._store_error("finish", exc, backoff)
-                await asyncio.sleep(backoff)
-                # At most a second: these outcomes' leases are no longer renewed, and a
-                # finish that lands after the lease lapsed is fenced out (the job runs again).
-                backoff = min(backoff * 2, 1.0)
-                continue
-            dead = [d for d in done if d.status is Status.DEAD]
-            if dead:
-                await self._notify_dead(dead)
-            # The span has ended by now: its ids come along so the line joins the trace.
-            trace_ids = {f.outcome.job_id: f.extra for f in batch}
-            for finished in done:
-                log.info(
-                    "job finished",
-                    extra={
-                        "action": "job.finish",
-                        "job_id": str(finished.id),
-                        "queue": finished.queue,
-                        "type": finished.type,
-                        "status": finished.status.value,
-                        "attempt": finished.attempts,
-                        **trace_ids.get(finished.id, {}),
-                        **(
-                            {"error": (finished.last_error or "")[:500]}
-                            if finished.status is not Status.COMPLETED
-                            else {}
-                        ),
-                    },
-                )
-
-    async def _notify_dead(self, dead: list[lifecycle.Finished]) -> None:
-        notices = [
-            {
-                "job_id": d.id,
-                "type": d.type,
-                "queue": d.queue,
-                "attempts": d.attempts,
-                "error": d.last_error,
-                "headers": {"traceparent": d.traceparent} if d.traceparent else {},
-            }
-            for d in dead
-        ]
-        try:
-            await streams.publish_dead(self.redis, notices)
-        except STORE_ERRORS as exc:
-            # The notice is a courtesy for ops consumers; PostgreSQL holds the dead job.
-            self._store_error("dlq", exc, 0)
-
-    async def _flush_pending(self) -> None:
-        """Before exit: record outcomes and hand back interrupted attempts."""
-        deadline = time.monotonic() + 10.0
-        while (self._finishes or self._handbacks) and time.monotonic() < deadline:
-            try:
-                await self._flush_finishes()
-                if self._handbacks:
-                    handbacks, self._handbacks = self._handbacks, []
-                    async with self.pool.acquire() as conn:
-                        await lifecycle.hand_back(
-                            conn,
-                            [(i, a) for i, a, _, _ in handbacks],
-                            self.actor,
-                            "worker shut down before the job finished; handed back",
-                        )
-                    await streams.ack(self.redis, [(q, s) for _, _, q, s in handbacks])
-            except STORE_ERRORS as exc:
-                self._store_error("shutdown", exc, 0.5)
-                await asyncio.sleep(0.5)
 
     async def _drain(self) -> None:
         """Let running jobs finish within the grace period, then cancel and hand back."""
@@ -428,91 +327,9 @@ class Worker:
 
     # -- cancellation ---------------------------------------------------------------------
 
-    async def _cancel_listener(self) -> None:
-        """Cancel running jobs the api names on the cancel channel: pushed, not polled.
-
-        A message missed while Redis was unreachable is caught by the heartbeat, which
-        also cancels jobs whose row has ``cancel_requested``.
-        """
-        backoff = 0.1
-        # Loops on _closing, not only on cancellation: redis-py's get_message can swallow
-        # a CancelledError that lands while it waits, which held shutdown for seconds.
-        while not self._closing:
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(streams.cancel_channel())
-                backoff = 0.1
-                while not self._closing:
-                    message = await pubsub.get_message(timeout=0.5)
-                    if message is not None:
-                        self._cancel_requested(message.get("data"))
-            except STORE_ERRORS as exc:
-                self._store_error("cancel", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-            finally:
-                # Cancelled mid-subscribe, redis-py's close can wait on the interrupted
-                # connection; never let it hold the worker's shutdown.
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(pubsub.aclose(), 1.0)  # type: ignore[no-untyped-call]
-
-    def _cancel_requested(self, data: object) -> None:
-        try:
-            job_id = uuid.UUID(data.decode() if isinstance(data, bytes) else str(data))
-        except ValueError:
-            return  # not a job id: nothing of ours
-        if self.cancel(job_id, "cancel"):
-            log.info("cancelling job", extra={"action": "job.cancel", "job_id": str(job_id)})
-
-    # -- heartbeat ------------------------------------------------------------------------
-
-    async def _heartbeat(self) -> None:
-        """Renew leases and reset stream idle time of everything running, in one round each."""
-        interval = self.settings.heartbeat_interval
-        while True:
-            await asyncio.sleep(interval)
-            await self.heartbeat_once()
-
     async def heartbeat_once(self) -> None:
-        """One heartbeat: renew leases, touch entries, cancel what we no longer own."""
-        snapshot = list(self.running.values())
-        if not snapshot:
-            return
-        now = time.monotonic()
-        interval = self.settings.heartbeat_interval
-        try:
-            # Bounded: a hung connection must not keep us from fencing in time.
-            owned = await asyncio.wait_for(self._renew(snapshot), timeout=interval)
-        except (*STORE_ERRORS, TimeoutError) as exc:
-            self._store_error("heartbeat", exc, 0)
-            # Self-fencing: once the lease lapses the reaper may rescue the job and another
-            # worker run it, so stop any handler whose lease would lapse before we can renew.
-            for running in snapshot:
-                if now + interval >= running.lease_deadline:
-                    self.cancel(running.job.id, "lease")
-            return
-        try:
-            # The lease in PostgreSQL is what fences; the stream's idle time only keeps the
-            # reaper from claiming the entry, so a Redis failure here fences nothing.
-            await streams.touch(
-                self.redis, self.name, [(r.job.queue, r.job.stream_id) for r in snapshot]
-            )
-        except STORE_ERRORS as exc:
-            self._store_error("heartbeat", exc, 0)
-        for running in snapshot:
-            if running.job.id not in owned:
-                if running.task is not None and not running.task.done():
-                    self.cancel(running.job.id, "lease")
-                continue
-            running.lease_deadline = now + self.settings.lease_seconds
-            if owned[running.job.id]:
-                self.cancel(running.job.id, "cancel")
-
-    async def _renew(self, snapshot: list[Running]) -> dict[uuid.UUID, bool]:
-        async with self.pool.acquire() as conn:
-            return await lifecycle.renew_leases(
-                conn, [(r.job.id, r.job.attempt) for r in snapshot], self.settings.lease_seconds
-            )
+        """One heartbeat now (tests and shutdown paths); see :class:`LeaseKeeper`."""
+        await self.leases.heartbeat_once()
 
     # -- helpers --------------------------------------------------------------------------
 

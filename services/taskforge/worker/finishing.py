@@ -1,0 +1,155 @@
+"""Recording outcomes: the worker's finishes, batched, and hand-backs at shutdown.
+
+Outcomes accumulate while a flush runs; the next flush records them all in one statement
+(:func:`taskforge.lifecycle.finish`), acks their stream entries in one pipeline, then posts
+dead-letter notices. A store error keeps the outcomes and retries: nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import asyncpg
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from taskforge import lifecycle, streams
+from taskforge.jobs import Status
+from taskforge.lifecycle import ClaimedJob, Outcome
+
+log = logging.getLogger("taskforge.worker")
+
+STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, RedisError)
+ErrorReporter = Callable[[str, BaseException, float], None]
+
+
+@dataclass
+class FinishItem:
+    """One attempt's outcome waiting to be recorded, with the entry to ack after."""
+
+    outcome: Outcome
+    queue: str
+    stream_id: str
+    job: ClaimedJob | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class Finisher:
+    """Records a worker's outcomes in batches and hands back interrupted attempts."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, redis: aioredis.Redis, actor: str, on_error: ErrorReporter
+    ) -> None:
+        self.pool = pool
+        self.redis = redis
+        self.actor = actor
+        self._on_error = on_error
+        self.pending: list[FinishItem] = []
+        self.handbacks: list[tuple[uuid.UUID, int, str, str]] = []
+        self.closing = False
+        self._ready = asyncio.Event()
+
+    def add(self, item: FinishItem) -> None:
+        """Queue an outcome for the next flush."""
+        self.pending.append(item)
+        self._ready.set()
+
+    def close(self) -> None:
+        """Let :meth:`run` return once it has flushed what it holds."""
+        self.closing = True
+        self._ready.set()
+
+    async def run(self) -> None:
+        """Flush outcomes in batches: whatever accumulated while the last flush ran."""
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            await self.flush()
+            if self.closing and not self.pending:
+                return
+
+    async def flush(self) -> None:
+        """Record every pending outcome (one UPDATE), then ack their entries (one pipeline)."""
+        backoff = 0.1
+        while self.pending:
+            batch, self.pending = self.pending, []
+            try:
+                async with self.pool.acquire() as conn:
+                    done = await lifecycle.finish(conn, [f.outcome for f in batch], self.actor)
+                # Ack only after the row is written; an outcome fenced out (the job was
+                # rescued meanwhile) is acked too: that entry is finished either way.
+                await streams.ack(self.redis, [(f.queue, f.stream_id) for f in batch])
+            except STORE_ERRORS as exc:
+                self.pending[:0] = batch  # keep them: nothing is lost, retry
+                self._on_error("finish", exc, backoff)
+                await asyncio.sleep(backoff)
+                # At most a second: these outcomes' leases are no longer renewed, and a
+                # finish that lands after the lease lapsed is fenced out (the job runs again).
+                backoff = min(backoff * 2, 1.0)
+                continue
+            dead = [d for d in done if d.status is Status.DEAD]
+            if dead:
+                await self._notify_dead(dead)
+            # The span has ended by now: its ids come along so the line joins the trace.
+            trace_ids = {f.outcome.job_id: f.extra for f in batch}
+            for finished in done:
+                log.info(
+                    "job finished",
+                    extra={
+                        "action": "job.finish",
+                        "job_id": str(finished.id),
+                        "queue": finished.queue,
+                        "type": finished.type,
+                        "status": finished.status.value,
+                        "attempt": finished.attempts,
+                        **trace_ids.get(finished.id, {}),
+                        **(
+                            {"error": (finished.last_error or "")[:500]}
+                            if finished.status is not Status.COMPLETED
+                            else {}
+                        ),
+                    },
+                )
+
+    async def _notify_dead(self, dead: list[lifecycle.Finished]) -> None:
+        notices = [
+            {
+                "job_id": d.id,
+                "type": d.type,
+                "queue": d.queue,
+                "attempts": d.attempts,
+                "error": d.last_error,
+                "headers": {"traceparent": d.traceparent} if d.traceparent else {},
+            }
+            for d in dead
+        ]
+        try:
+            await streams.publish_dead(self.redis, notices)
+        except STORE_ERRORS as exc:
+            # The notice is a courtesy for ops consumers; PostgreSQL holds the dead job.
+            self._on_error("dlq", exc, 0)
+
+    async def flush_all(self) -> None:
+        """Before exit: record outcomes and hand back interrupted attempts."""
+        deadline = time.monotonic() + 10.0
+        while (self.pending or self.handbacks) and time.monotonic() < deadline:
+            try:
+                await self.flush()
+                if self.handbacks:
+                    handbacks, self.handbacks = self.handbacks, []
+                    async with self.pool.acquire() as conn:
+                        await lifecycle.hand_back(
+                            conn,
+                            [(i, a) for i, a, _, _ in handbacks],
+                            self.actor,
+                            "worker shut down before the job finished; handed back",
+                        )
+                    await streams.ack(self.redis, [(q, s) for _, _, q, s in handbacks])
+            except STORE_ERRORS as exc:
+                self._on_error("shutdown", exc, 0.5)
+                await asyncio.sleep(0.5)
