@@ -21,6 +21,7 @@ def test_five_and_six_field_expressions_are_accepted_others_explained():
     assert "valid" in (cron.check_expression("99 * * * *") or "")
     assert cron.check_timezone("Europe/Berlin") is None
     assert cron.check_timezone("Nowhere/Special") is not None
+    assert cron.check_timezone("x" * 300) is not None  # too long to be a file name
 
 
 def test_six_fields_put_seconds_first():

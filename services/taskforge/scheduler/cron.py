@@ -55,7 +55,8 @@ def check_timezone(name: str) -> str | None:
     """Why ``name`` is not an IANA time zone, or None when it is."""
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        # OSError: zoneinfo looks the name up as a file; a very long one is ENAMETOOLONG.
         return "is not an IANA time zone name, e.g. UTC or Europe/Berlin"
     return None
 
