@@ -95,7 +95,10 @@ WITH moved AS (
     + """
     SELECT id, from_status, 'queued', attempts, 'scheduler', NULL FROM moved
 )
-SELECT id FROM moved
+-- The dispatch commits without waiting for its WAL flush: if PostgreSQL loses it, the rows
+-- are pending again and their stream entries stale (acked unrun); a claim, committed
+-- durably, flushes the WAL up to and past this dispatch. Nothing can run on a lost dispatch.
+SELECT id FROM moved, (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
 """
 )
 

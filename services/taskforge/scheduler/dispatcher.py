@@ -125,6 +125,9 @@ class Dispatcher:
         """Dispatch until ``stop`` is set; store errors are logged and retried with backoff."""
         backoff = 0.1
         while not stop.is_set():
+            # Cleared before looking, not after: a NOTIFY that lands while this round runs
+            # must wake the next one, or its job would wait for the poll interval.
+            self.wake.clear()
             try:
                 sent = await self.dispatch_once()
                 backoff = 0.1
@@ -135,6 +138,7 @@ class Dispatcher:
                 # The transaction rolled back; the rows are still due and nothing is lost.
                 store = "redis" if isinstance(exc, RedisError) else "postgres"
                 metrics.STORE_ERRORS.labels(store, "scheduler").inc()
+                self.wake.clear()  # back off for real; new work waits for the retry
                 if store == "redis":
                     self._known_queues.clear()  # Redis may have restarted empty
                 log.warning(
@@ -143,7 +147,6 @@ class Dispatcher:
                 )
                 delay = backoff
                 backoff = min(backoff * 2, 5.0)
-            self.wake.clear()
             await _wait_any(stop, self.wake, timeout=delay)
 
     def notified(self, *_: object) -> None:
