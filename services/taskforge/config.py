@@ -116,7 +116,7 @@ class Settings:
     ops_port: int = 9090
     handlers: tuple[str, ...] = ()
     queues: tuple[str, ...] = ("default",)
-    worker_concurrency: int = 32
+    worker_concurrency: int = 128
     max_attempts: int = 5
     job_timeout: float = 300.0
     backoff_base: float = 5.0
