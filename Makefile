@@ -44,7 +44,7 @@ proto: install ## regenerate the protobuf code from proto/
 		proto/taskforge/v1/messages.proto
 
 bench: install ## the benchmark scenarios, results as JSON under bench/results/
-	$(BIN)/taskforge bench --embedded --scenarios all --json-out bench/results/latest.json
+	$(BIN)/taskforge bench --embedded --workers 2 --scenarios all --repeat 3 --json-out bench/results/latest.json
 
 clean: ## remove the venv, embedded data and caches
 	rm -rf $(VENV) .taskforge .pytest_cache .mypy_cache .ruff_cache

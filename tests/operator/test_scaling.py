@@ -1,4 +1,4 @@
-"""The scaling rule: properties (hypothesis) and the worked examples of docs/operator.md."""
+"""The scaling rule: properties (hypothesis) and the worked examples of the README's operator section."""
 
 from __future__ import annotations
 
@@ -160,7 +160,7 @@ def test_stale_figures_never_scale_down(
             assert decision.desired >= current
 
 
-# Worked examples (the ones docs/operator.md walks through).
+# Worked examples (the ones the README's operator section walks through).
 
 POLICY = Policy(
     min_replicas=0,
