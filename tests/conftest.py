@@ -21,6 +21,7 @@ import asyncpg
 import pytest
 import redis
 import redis.asyncio as aioredis
+
 from taskforge import store
 from taskforge.config import Settings, load_settings
 
@@ -67,9 +68,7 @@ def stores() -> Iterator[Stores]:
         from taskforge import embedded as embedded_module
 
         data = Path(tempfile.mkdtemp(prefix="tf-test-"))
-        embedded = embedded_module.start(
-            data, postgres=admin_pg is None, redis=redis_base is None
-        )
+        embedded = embedded_module.start(data, postgres=admin_pg is None, redis=redis_base is None)
         admin_pg = admin_pg or embedded.postgres_url
         redis_base = redis_base or embedded.redis_url
     assert admin_pg is not None and redis_base is not None

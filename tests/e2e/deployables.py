@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-from taskforge.embedded import free_port
 
+from taskforge.embedded import free_port
 from tests.conftest import Stores
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
+
 from taskforge import lifecycle
 from taskforge.config import Settings
 from taskforge.jobs import TERMINAL_STATUSES, Job

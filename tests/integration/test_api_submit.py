@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from taskforge.api.app import create_app
 
+from taskforge.api.app import create_app
 from tests.conftest import make_settings
 
 

@@ -7,7 +7,6 @@ import asyncio
 from taskforge import lifecycle
 from taskforge.jobs import Status
 from taskforge.lifecycle import Outcome
-
 from tests.integration.helpers import submit
 
 

@@ -6,12 +6,12 @@ import asyncio
 
 import asyncpg
 import redis.asyncio as aioredis
+
 from taskforge import streams
 from taskforge.config import Settings
 from taskforge.jobs import Status
 from taskforge.pb import messages_pb2
 from taskforge.worker.registry import Registry, Retry, load
-
 from tests.integration.helpers import running_pipeline, submit, wait_terminal
 
 

@@ -24,6 +24,7 @@ import kmock
 import pytest
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
+
 from taskforge.operator.backlog import figures_key, stream_key
 from taskforge.operator.main import operate
 from taskforge.operator.metrics import Metrics

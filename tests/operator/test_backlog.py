@@ -10,6 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+
 from taskforge.operator.backlog import (
     GROUP,
     BacklogUnavailable,

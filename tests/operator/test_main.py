@@ -9,10 +9,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+
 from taskforge.config import ConfigError, load_settings
 from taskforge.operator.main import serve
 from taskforge.operator.settings import NAMESPACE_VARIABLE, load_operator_settings
-
 from tests.operator.conftest import NAMESPACE, Emulator
 
 

@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 import pytest
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
+
 from taskforge.operator.backlog import GROUP, figures_key, stream_key
 from taskforge.operator.metrics import Metrics
-
 from tests.operator.conftest import NAMESPACE, Emulator, running_operator
 
 T = TypeVar("T")

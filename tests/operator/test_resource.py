@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from taskforge.operator.resource import (
     GROUP,
     PLURAL,

@@ -1,4 +1,4 @@
-"""The scaling rule: properties (hypothesis) and the worked examples of the README's operator section."""
+"""The scaling rule: properties (hypothesis) and the README operator section's examples."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import math
 
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+
 from taskforge.operator.scaling import (
     Decision,
     Policy,

@@ -7,6 +7,7 @@ import hashlib
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from taskforge.config import ConfigError, load_settings, parse_duration
 
 

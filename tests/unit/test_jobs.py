@@ -8,6 +8,7 @@ import uuid
 
 from hypothesis import given
 from hypothesis import strategies as st
+
 from taskforge.jobs import TERMINAL_STATUSES, Status, backoff_delay, uuid7
 
 

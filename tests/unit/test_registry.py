@@ -6,6 +6,7 @@ import sys
 import types
 
 import pytest
+
 from taskforge.worker.registry import HandlerImportError, Registry, load
 
 
