@@ -4,7 +4,9 @@ Every transition is one conditional ``UPDATE … WHERE status = … RETURNING`` 
 also inserts its ``job_events`` rows, so a state change and its history commit together.
 Split by who drives the transitions:
 
-- :mod:`.core` — submit, dispatch, claim, finish, leases, hand-back (api, scheduler, worker)
+- :mod:`.core` — submit and read a job (api)
+- :mod:`.dispatch` — lock due rows, mark them queued; backlog figures (scheduler)
+- :mod:`.attempts` — claim, finish, renew leases, hand back (worker)
 - :mod:`.admin` — cancel, retry, move to the DLQ, replay, batch submit (api)
 - :mod:`.listing` — filtered listing with keyset cursors, job history (api)
 - :mod:`.queues` — queue stats, pause/resume, concurrency caps (api, scheduler)
@@ -12,13 +14,32 @@ Split by who drives the transitions:
 - :mod:`.rescue` — rescue of jobs whose worker or stream entry was lost; retention (reaper)
 """
 
-from taskforge.lifecycle import admin, listing, queues, schedules
+from taskforge.lifecycle import (
+    admin,
+    attempts,
+    core,
+    dispatch,
+    listing,
+    queues,
+    rescue,
+    schedules,
+)
 from taskforge.lifecycle.admin import *  # noqa: F403
+from taskforge.lifecycle.attempts import *  # noqa: F403
 from taskforge.lifecycle.core import *  # noqa: F403
-from taskforge.lifecycle.core import __all__ as _core_all
+from taskforge.lifecycle.dispatch import *  # noqa: F403
 from taskforge.lifecycle.listing import *  # noqa: F403
 from taskforge.lifecycle.queues import *  # noqa: F403
 from taskforge.lifecycle.rescue import *  # noqa: F403
 from taskforge.lifecycle.schedules import *  # noqa: F403
 
-__all__ = [*_core_all, *admin.__all__, *listing.__all__, *queues.__all__, *schedules.__all__]
+__all__ = [
+    *core.__all__,
+    *dispatch.__all__,
+    *attempts.__all__,
+    *admin.__all__,
+    *listing.__all__,
+    *queues.__all__,
+    *rescue.__all__,
+    *schedules.__all__,
+]

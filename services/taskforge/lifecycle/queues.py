@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskforge.jobs import Status
-from taskforge.lifecycle.core import DueJob
+from taskforge.lifecycle.dispatch import DueJob
 
 __all__ = [
     "QueueStats",

@@ -1,0 +1,219 @@
+"""The worker's transitions: claim a batch, finish a batch, renew leases, hand back.
+
+Every finish and renewal is fenced by ``status = 'running' AND attempts = <claimed attempt>``,
+so a worker that lost its lease cannot overwrite what happened since.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from taskforge.jobs import Json, Status
+from taskforge.lifecycle.core import EVENTS_INSERT
+
+__all__ = [
+    "ClaimedJob",
+    "Finished",
+    "Outcome",
+    "claim",
+    "finish",
+    "hand_back",
+    "renew_leases",
+]
+
+
+CLAIM = "SELECT * FROM taskforge_claim($1::uuid[], $2::text[], $3, $4)"
+
+# A finish is fenced by (status running, attempt): a worker that lost its lease cannot
+# overwrite what the reaper or another worker decided.
+
+
+FINISH = (
+    """
+WITH done AS (
+    UPDATE jobs j SET status = o.status,
+        result = CASE WHEN o.status = 'completed' THEN o.result::jsonb ELSE j.result END,
+        last_error = COALESCE(o.error, j.last_error),
+        run_at = CASE WHEN o.status = 'retrying' THEN now() + make_interval(secs => o.delay)
+                      ELSE j.run_at END,
+        finished_at = CASE WHEN o.status IN ('completed', 'dead', 'cancelled') THEN now() END,
+        lease_expires_at = NULL, stream_id = NULL, updated_at = now()
+    FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::float8[])
+         AS o(id, attempt, status, result, error, delay)
+    WHERE j.id = o.id AND j.status = 'running' AND j.attempts = o.attempt
+    RETURNING j.id, j.status, j.attempts, j.queue, j.type, j.last_error, j.traceparent,
+              j.tracestate, o.error
+), ev AS (
+    """
+    + EVENTS_INSERT
+    + """
+    SELECT id, 'running', status, attempts, $7, error FROM done
+)
+SELECT id, status, attempts, queue, type, last_error, traceparent, tracestate FROM done
+"""
+)
+
+
+RENEW_LEASES = """
+UPDATE jobs j SET lease_expires_at = now() + make_interval(secs => $3), updated_at = now()
+FROM unnest($1::uuid[], $2::int[]) AS r(id, attempt)
+WHERE j.id = r.id AND j.status = 'running' AND j.attempts = r.attempt
+RETURNING j.id, j.cancel_requested
+"""
+
+
+HAND_BACK = (
+    """
+WITH back AS (
+    UPDATE jobs j SET status = 'pending', run_at = now(), lease_expires_at = NULL,
+        stream_id = NULL, worker = NULL, updated_at = now()
+    FROM unnest($1::uuid[], $2::int[]) AS r(id, attempt)
+    WHERE j.id = r.id AND j.status = 'running' AND j.attempts = r.attempt
+    RETURNING j.id, j.attempts
+), ev AS (
+    """
+    + EVENTS_INSERT
+    + """
+    SELECT id, 'running', 'pending', attempts, $3, $4 FROM back
+), wake AS (
+    SELECT pg_notify('taskforge_jobs', '') FROM back LIMIT 1
+)
+SELECT back.id FROM back LEFT JOIN wake ON true
+"""
+)
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """A job a worker now runs under a lease."""
+
+    id: uuid.UUID
+    queue: str
+    type: str
+    payload: dict[str, Json]
+    attempt: int
+    max_attempts: int
+    timeout_seconds: float
+    traceparent: str | None
+    tracestate: str | None
+    stream_id: str
+    created_at: datetime
+    run_at: datetime
+
+
+async def claim(
+    conn: Any,
+    entries: Sequence[tuple[uuid.UUID, str]],
+    worker: str,
+    lease_seconds: float,
+) -> list[ClaimedJob]:
+    """Claim every entry whose row is queued with that stream id, in one statement."""
+    if not entries:
+        return []
+    rows = await conn.fetch(
+        CLAIM,
+        [job_id for job_id, _ in entries],
+        [stream_id for _, stream_id in entries],
+        worker,
+        lease_seconds,
+    )
+    return [
+        ClaimedJob(
+            id=row["id"],
+            queue=row["queue"],
+            type=row["type"],
+            payload=row["payload"],
+            attempt=row["attempts"],
+            max_attempts=row["max_attempts"],
+            timeout_seconds=row["timeout_seconds"],
+            traceparent=row["traceparent"],
+            tracestate=row["tracestate"],
+            stream_id=row["stream_id"],
+            created_at=row["created_at"],
+            run_at=row["run_at"],
+        )
+        for row in rows
+    ]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one attempt ended, as the worker reports it."""
+
+    job_id: uuid.UUID
+    attempt: int
+    status: Status  # completed, retrying, dead or cancelled
+    result_json: str | None = None  # the result, already JSON-encoded (completed only)
+    error: str | None = None
+    delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A finish that took effect."""
+
+    id: uuid.UUID
+    status: Status
+    attempts: int
+    queue: str
+    type: str
+    last_error: str | None
+    traceparent: str | None
+    tracestate: str | None
+
+
+async def finish(conn: Any, outcomes: Sequence[Outcome], actor: str) -> list[Finished]:
+    """Record many outcomes in one statement; outcomes whose attempt lost the job are skipped."""
+    if not outcomes:
+        return []
+    rows = await conn.fetch(
+        FINISH,
+        [o.job_id for o in outcomes],
+        [o.attempt for o in outcomes],
+        [o.status.value for o in outcomes],
+        [o.result_json if o.status is Status.COMPLETED else None for o in outcomes],
+        [o.error for o in outcomes],
+        [o.delay for o in outcomes],
+        actor,
+    )
+    return [
+        Finished(
+            id=row["id"],
+            status=Status(row["status"]),
+            attempts=row["attempts"],
+            queue=row["queue"],
+            type=row["type"],
+            last_error=row["last_error"],
+            traceparent=row["traceparent"],
+            tracestate=row["tracestate"],
+        )
+        for row in rows
+    ]
+
+
+async def renew_leases(
+    conn: Any, running: Sequence[tuple[uuid.UUID, int]], lease_seconds: float
+) -> dict[uuid.UUID, bool]:
+    """Extend the leases of attempts still owned; maps id → cancel requested."""
+    if not running:
+        return {}
+    rows = await conn.fetch(
+        RENEW_LEASES, [i for i, _ in running], [a for _, a in running], lease_seconds
+    )
+    return {row["id"]: row["cancel_requested"] for row in rows}
+
+
+async def hand_back(
+    conn: Any, running: Sequence[tuple[uuid.UUID, int]], actor: str, reason: str
+) -> list[uuid.UUID]:
+    """Return interrupted attempts to ``pending`` at once (worker shutdown past its grace)."""
+    if not running:
+        return []
+    rows = await conn.fetch(
+        HAND_BACK, [i for i, _ in running], [a for _, a in running], actor, reason
+    )
+    return [row["id"] for row in rows]

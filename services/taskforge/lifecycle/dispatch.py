@@ -1,0 +1,176 @@
+"""The scheduler's transitions and reads: due rows locked for dispatch, marked queued; the
+per-queue backlog it publishes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from taskforge.jobs import Status
+from taskforge.lifecycle.core import EVENTS_INSERT
+
+__all__ = [
+    "DueJob",
+    "QueueBacklog",
+    "dead_count",
+    "mark_queued",
+    "paused_queues",
+    "queue_backlogs",
+    "registered_queues",
+    "seconds_until_next_due",
+    "select_due",
+]
+
+
+SELECT_DUE = """
+SELECT id, queue, type, attempts, priority, timeout_seconds, traceparent, tracestate, status
+FROM jobs
+WHERE status IN ('pending', 'retrying') AND run_at <= now()
+  AND queue <> ALL($2::text[])
+ORDER BY priority DESC, run_at
+LIMIT $1
+FOR UPDATE SKIP LOCKED
+"""
+
+
+NEXT_DUE = """
+SELECT EXTRACT(EPOCH FROM (min(run_at) - now()))::float8
+FROM jobs WHERE status IN ('pending', 'retrying') AND queue <> ALL($1::text[])
+"""
+
+
+MARK_QUEUED = (
+    """
+WITH moved AS (
+    UPDATE jobs j SET status = 'queued', stream_id = m.stream_id, updated_at = now()
+    FROM unnest($1::uuid[], $2::text[]) AS m(id, stream_id), jobs old
+    WHERE j.id = m.id AND old.id = m.id AND j.status IN ('pending', 'retrying')
+    RETURNING j.id, j.attempts, old.status AS from_status
+), ev AS (
+    """
+    + EVENTS_INSERT
+    + """
+    SELECT id, from_status, 'queued', attempts, 'scheduler', NULL FROM moved
+)
+-- The dispatch commits without waiting for its WAL flush: if PostgreSQL loses it, the rows
+-- are pending again and their stream entries stale (acked unrun); a claim, committed
+-- durably, flushes the WAL up to and past this dispatch. Nothing can run on a lost dispatch.
+SELECT id FROM moved, (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
+"""
+)
+
+# The claim is fenced by the stream id: an entry whose row is not queued with this very
+# id is stale (re-dispatched, cancelled, rescued) and must be acked without running.
+# taskforge_claim (migration 0002) first waits for a dispatcher still holding the rows.
+
+
+@dataclass(frozen=True)
+class DueJob:
+    """A row the dispatcher holds locked and is about to send."""
+
+    id: uuid.UUID
+    queue: str
+    type: str
+    attempt: int
+    priority: int
+    timeout_seconds: float
+    traceparent: str | None
+    tracestate: str | None
+    status: Status
+
+
+async def select_due(conn: Any, limit: int, paused: Sequence[str]) -> list[DueJob]:
+    """Lock up to ``limit`` due rows (call inside a transaction)."""
+    rows = await conn.fetch(SELECT_DUE, limit, list(paused))
+    return [
+        DueJob(
+            id=row["id"],
+            queue=row["queue"],
+            type=row["type"],
+            attempt=row["attempts"] + 1,
+            priority=row["priority"],
+            timeout_seconds=row["timeout_seconds"],
+            traceparent=row["traceparent"],
+            tracestate=row["tracestate"],
+            status=Status(row["status"]),
+        )
+        for row in rows
+    ]
+
+
+async def seconds_until_next_due(conn: Any, paused: Sequence[str]) -> float | None:
+    """Seconds until the earliest waiting row is due (negative when overdue), None if none."""
+    value: float | None = await conn.fetchval(NEXT_DUE, list(paused))
+    return value
+
+
+async def mark_queued(conn: Any, ids: Sequence[uuid.UUID], stream_ids: Sequence[str]) -> int:
+    """Record that the locked rows now have stream entries; returns how many moved."""
+    rows = await conn.fetch(MARK_QUEUED, list(ids), list(stream_ids))
+    return len(rows)
+
+
+PAUSED_QUEUES = "SELECT name FROM queues WHERE paused"
+
+
+REGISTERED_QUEUES = "SELECT name FROM queues"
+
+
+async def registered_queues(conn: Any) -> list[str]:
+    """Queues with a row in ``queues`` (paused, capped or otherwise configured)."""
+    return [row["name"] for row in await conn.fetch(REGISTERED_QUEUES)]
+
+
+QUEUE_BACKLOG = """
+SELECT queue,
+       count(*) FILTER (WHERE status IN ('pending', 'retrying') AND run_at <= now()) AS due,
+       count(*) FILTER (WHERE status = 'queued') AS queued,
+       count(*) FILTER (WHERE status = 'running') AS running,
+       EXTRACT(EPOCH FROM now() - min(run_at) FILTER (
+           WHERE status IN ('pending', 'retrying', 'queued') AND run_at <= now()))::float8
+           AS oldest_age
+FROM jobs
+WHERE status IN ('pending', 'retrying', 'queued', 'running')
+GROUP BY queue
+"""
+
+
+DEAD_COUNT = "SELECT count(*) FROM jobs WHERE status = 'dead'"
+
+
+async def paused_queues(conn: Any) -> list[str]:
+    """Names of queues an operator paused: the dispatcher does not send their jobs."""
+    return [row["name"] for row in await conn.fetch(PAUSED_QUEUES)]
+
+
+@dataclass(frozen=True)
+class QueueBacklog:
+    """Waiting and running work of one queue, as PostgreSQL sees it."""
+
+    queue: str
+    due: int
+    queued: int
+    running: int
+    oldest_age: float
+
+
+async def queue_backlogs(conn: Any) -> list[QueueBacklog]:
+    """Per queue: due rows not yet dispatched, queued, running, and the oldest waiting age."""
+    return [
+        QueueBacklog(
+            queue=row["queue"],
+            due=row["due"],
+            queued=row["queued"],
+            running=row["running"],
+            oldest_age=max(row["oldest_age"] or 0.0, 0.0),
+        )
+        for row in await conn.fetch(QUEUE_BACKLOG)
+    ]
+
+
+async def dead_count(conn: Any) -> int:
+    """How many jobs are in the dead-letter state."""
+    value: int = await conn.fetchval(DEAD_COUNT)
+    return value
