@@ -145,6 +145,14 @@ async def read(
     return found
 
 
+def _by_queue(entries: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
+    """Stream ids grouped by queue: one command per stream in a pipeline."""
+    grouped: dict[str, list[str]] = {}
+    for queue, stream_id in entries:
+        grouped.setdefault(queue, []).append(stream_id)
+    return grouped
+
+
 async def ack(client: aioredis.Redis, entries: Sequence[tuple[str, str]]) -> None:
     """XACK (queue, stream id) pairs, one XACK per stream, in one pipeline.
 
@@ -153,11 +161,8 @@ async def ack(client: aioredis.Redis, entries: Sequence[tuple[str, str]]) -> Non
     """
     if not entries:
         return
-    by_queue: dict[str, list[str]] = {}
-    for queue, stream_id in entries:
-        by_queue.setdefault(queue, []).append(stream_id)
     pipe = client.pipeline(transaction=False)
-    for queue, ids in by_queue.items():
+    for queue, ids in _by_queue(entries).items():
         pipe.xack(stream_key(queue), GROUP, *ids)
     _raise_unless_nogroup(await pipe.execute(raise_on_error=False))
 
@@ -171,11 +176,8 @@ async def touch(client: aioredis.Redis, consumer: str, entries: Sequence[tuple[s
     """
     if not entries:
         return
-    by_queue: dict[str, list[str]] = {}
-    for queue, stream_id in entries:
-        by_queue.setdefault(queue, []).append(stream_id)
     pipe = client.pipeline(transaction=False)
-    for queue, ids in by_queue.items():
+    for queue, ids in _by_queue(entries).items():
         pipe.xclaim(stream_key(queue), GROUP, consumer, 0, list[Any](ids), justid=True)
     _raise_unless_nogroup(await pipe.execute(raise_on_error=False))
 

@@ -15,8 +15,9 @@ from aiohttp import web
 from taskforge import lifecycle
 from taskforge.api.errors import ApiError
 from taskforge.api.jobs import job_id_from
+from taskforge.api.listing import job_page
 from taskforge.api.notifier import NOTIFIER
-from taskforge.api.params import cursor_param, encode_cursor, job_filter, limit_param
+from taskforge.api.params import job_filter
 from taskforge.api.validation import JOB_TYPE, has_nul, parse_json
 from taskforge.config import QUEUE_NAME
 from taskforge.jobs import Status
@@ -30,17 +31,7 @@ FILTER_FIELDS = {"type", "queue", "error", "died_after", "died_before", "dry_run
 @routes.get("/v1/dlq")
 async def list_dead(request: web.Request) -> web.Response:
     """Dead jobs newest first; filters as ``GET /v1/jobs`` plus ``error`` (substring)."""
-    match = job_filter(request, statuses=(Status.DEAD,))
-    limit = limit_param(request)
-    after = cursor_param(request)
-    async with request.app[POOL].acquire() as conn:
-        page = await lifecycle.list_jobs(conn, match, limit, after)
-    return web.json_response(
-        {
-            "jobs": [job.to_json() for job in page.jobs],
-            "next_cursor": encode_cursor(page.next_after),
-        }
-    )
+    return await job_page(request, job_filter(request, statuses=(Status.DEAD,)))
 
 
 @routes.get("/v1/dlq/{id}")

@@ -8,6 +8,7 @@ from taskforge import lifecycle
 from taskforge.api.errors import ApiError
 from taskforge.api.jobs import job_id_from
 from taskforge.api.params import cursor_param, encode_cursor, job_filter, limit_param
+from taskforge.api.responses import json_response
 from taskforge.resources import POOL
 
 routes = web.RouteTableDef()
@@ -19,12 +20,16 @@ async def list_jobs(request: web.Request) -> web.Response:
 
     Pass ``next_cursor`` back as ``cursor`` for the next page; it is null on the last one.
     """
-    match = job_filter(request)
+    return await job_page(request, job_filter(request))
+
+
+async def job_page(request: web.Request, match: lifecycle.JobFilter) -> web.Response:
+    """One page of jobs matching ``match``, with ``limit`` and ``cursor`` from the query."""
     limit = limit_param(request)
     after = cursor_param(request)
     async with request.app[POOL].acquire() as conn:
         page = await lifecycle.list_jobs(conn, match, limit, after)
-    return web.json_response(
+    return json_response(
         {
             "jobs": [job.to_json() for job in page.jobs],
             "next_cursor": encode_cursor(page.next_after),

@@ -80,12 +80,10 @@ class DueJob:
     tracestate: str | None
     status: Status
 
-
-async def select_due(conn: Any, limit: int, paused: Sequence[str]) -> list[DueJob]:
-    """Lock up to ``limit`` due rows (call inside a transaction)."""
-    rows = await conn.fetch(SELECT_DUE, limit, list(paused))
-    return [
-        DueJob(
+    @classmethod
+    def from_row(cls, row: Any) -> DueJob:
+        """From a row of a due-rows query; the attempt is the one this delivery starts."""
+        return cls(
             id=row["id"],
             queue=row["queue"],
             type=row["type"],
@@ -96,8 +94,11 @@ async def select_due(conn: Any, limit: int, paused: Sequence[str]) -> list[DueJo
             tracestate=row["tracestate"],
             status=Status(row["status"]),
         )
-        for row in rows
-    ]
+
+
+async def select_due(conn: Any, limit: int, paused: Sequence[str]) -> list[DueJob]:
+    """Lock up to ``limit`` due rows (call inside a transaction)."""
+    return [DueJob.from_row(row) for row in await conn.fetch(SELECT_DUE, limit, list(paused))]
 
 
 async def seconds_until_next_due(conn: Any, paused: Sequence[str]) -> float | None:

@@ -164,17 +164,4 @@ async def select_due_capped(conn: Any, capped: Sequence[str], limit: int) -> lis
         return []
     await conn.execute(LOCK_CAPPED, list(capped))
     rows = await conn.fetch(SELECT_DUE_CAPPED, list(capped), limit)
-    return [
-        DueJob(
-            id=row["id"],
-            queue=row["queue"],
-            type=row["type"],
-            attempt=row["attempts"] + 1,
-            priority=row["priority"],
-            timeout_seconds=row["timeout_seconds"],
-            traceparent=row["traceparent"],
-            tracestate=row["tracestate"],
-            status=Status(row["status"]),
-        )
-        for row in rows
-    ]
+    return [DueJob.from_row(row) for row in rows]
