@@ -108,6 +108,9 @@ def start_redis(data_dir: Path, port: int | None = None) -> tuple[str, subproces
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        # Its own session: Ctrl-C in the terminal must not stop Redis before the deployables
+        # that use it have drained; `taskforge dev` stops it last.
+        start_new_session=True,
     )
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
