@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from taskforge.bench import Bench
-from taskforge.benchsystem import ProcessSampler
+from taskforge.bench.system import ProcessSampler
 from tests.e2e.deployables import running_system, wait_ready
 
 pytestmark = pytest.mark.e2e

@@ -1,0 +1,126 @@
+"""``taskforge bench``: a load generator against a running api, or ``--embedded`` on its own.
+
+Scenarios: ``batch`` (N jobs through ``POST /v1/jobs/batch``), ``single`` (N jobs through
+``POST /v1/jobs`` at concurrency C) and ``trickle`` (a fixed rate, for latency). Figures come
+from PostgreSQL's own timestamps (``created_at``, ``started_at``, ``finished_at``), so every
+latency is measured on one clock: submit→start and submit→finish percentiles, and drain
+throughput from the first insert to the last completion. Resource use (CPU seconds, peak RSS)
+is read from /proc for every taskforge deployable on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from taskforge.bench.report import Result, format_table, percentiles
+from taskforge.bench.runner import Bench
+from taskforge.bench.system import EmbeddedSystem, ProcessSampler
+from taskforge.config import Settings
+
+__all__ = ["Bench", "Result", "add_commands", "format_table", "percentiles", "run"]
+
+SCENARIOS = ("batch", "single", "trickle")
+
+
+def add_commands(commands: Any) -> None:
+    """Register ``taskforge bench`` on the CLI."""
+    parser = commands.add_parser(
+        "bench",
+        help="load generator: throughput and latency percentiles",
+        description="Submit N jobs (type noop) at concurrency C and report submit rate, drain "
+        "throughput, submit→start/finish latency percentiles and each deployable's CPU and "
+        "peak RSS. Against a running api (--url, with --postgres-url for the figures) or "
+        "--embedded (starts `taskforge dev` itself on fresh embedded stores or the "
+        "TASKFORGE_*_URL servers).",
+    )
+    parser.add_argument(
+        "--url", default=os.environ.get("TASKFORGE_API_URL", "http://127.0.0.1:8080")
+    )
+    parser.add_argument(
+        "--postgres-url",
+        default=None,
+        help="where to read the figures (default TASKFORGE_POSTGRES_URL)",
+    )
+    parser.add_argument("--token", default=os.environ.get("TASKFORGE_API_TOKEN"))
+    parser.add_argument(
+        "--embedded", action="store_true", help="start the whole system (taskforge dev) for the run"
+    )
+    parser.add_argument("--workers", type=int, default=1, help="--embedded worker processes")
+    parser.add_argument("--api", type=int, default=1, help="--embedded api processes")
+    parser.add_argument(
+        "--scenarios", default="batch", help=f"comma-separated of {', '.join(SCENARIOS)}, or all"
+    )
+    parser.add_argument("--jobs", "-n", type=int, default=20_000)
+    parser.add_argument(
+        "--concurrency", "-c", type=int, default=64, help="requests in flight, single (64)"
+    )
+    parser.add_argument(
+        "--batch-concurrency", type=int, default=4, help="batch requests in flight (4)"
+    )
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--rate", type=float, default=100.0, help="trickle jobs per second")
+    parser.add_argument("--trickle-jobs", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=1, help="runs per scenario (median kept)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--json-out", type=Path, help="also write the JSON to this file")
+    parser.set_defaults(handler=run)
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the chosen scenarios and report."""
+    scenarios = SCENARIOS if args.scenarios == "all" else tuple(args.scenarios.split(","))
+    unknown = set(scenarios) - set(SCENARIOS)
+    if unknown:
+        print(
+            f"taskforge bench: unknown scenario(s) {', '.join(sorted(unknown))}; "
+            f"choose from {', '.join(SCENARIOS)} or all",
+            file=sys.stderr,
+        )
+        return 2
+    system = EmbeddedSystem(workers=args.workers, apis=args.api) if args.embedded else None
+    try:
+        if system:
+            system.start()
+            api_url, postgres_url = system.api_url, system.postgres_url
+        else:
+            api_url = args.url
+            postgres_url = args.postgres_url or settings.postgres_url
+        bench = Bench(api_url, postgres_url, args.token)
+        results = []
+        for scenario in scenarios:
+            runs = []
+            for _ in range(max(args.repeat, 1)):
+                sampler = ProcessSampler(system.pids() if system else None)
+                jobs = args.trickle_jobs if scenario == "trickle" else args.jobs
+                concurrency = {"batch": args.batch_concurrency, "trickle": 1}.get(
+                    scenario, args.concurrency
+                )
+                runs.append(
+                    asyncio.run(
+                        bench.run(scenario, jobs, concurrency, args.batch_size, args.rate, sampler)
+                    )
+                )
+            runs.sort(key=lambda r: r.drain_throughput)
+            results.append(runs[len(runs) // 2])
+    except (OSError, RuntimeError, TimeoutError, aiohttp.ClientError) as exc:
+        print(f"taskforge bench: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if system:
+            system.stop()
+    document = {"machine": {"cpus": os.cpu_count()}, "results": [asdict(r) for r in results]}
+    text = json.dumps(document, indent=2)
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(text + "\n")
+    print(text if args.json else format_table(results))
+    return 0
