@@ -27,6 +27,8 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 REDIS = web.AppKey("redis", aioredis.Redis)
 CHECKS = web.AppKey("checks", dict[str, ReadinessCheck])
 SHUTDOWN = web.AppKey("shutdown", asyncio.Event)
+BATCH_STATEMENTS = web.AppKey("batch_statements", bool)
+"""False for an app whose statements touch single rows (see :func:`store.create_pool`)."""
 
 
 def base_app(settings: Settings, **kwargs: Any) -> web.Application:
@@ -41,7 +43,11 @@ def base_app(settings: Settings, **kwargs: Any) -> web.Application:
 async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
     """A migrated asyncpg pool for the life of the app; PostgreSQL in the readiness checks."""
     settings = app[SETTINGS]
-    pool = await store.connect_with_retry(settings.postgres_url, max_size=settings.pool_size)
+    pool = await store.connect_with_retry(
+        settings.postgres_url,
+        max_size=settings.pool_size,
+        batch_statements=app.get(BATCH_STATEMENTS, True),
+    )
     app[POOL] = pool
 
     async def check() -> None:

@@ -125,3 +125,18 @@ async def test_two_dispatchers_never_send_the_same_row(pool):
     finally:
         await pool.release(a)
         await pool.release(b)
+
+
+async def test_planner_stats_are_refreshed_when_the_jobs_table_grows(pool):
+    # A generic plan cached while the jobs table was nearly empty kept scanning it whole
+    # once it had grown; ANALYZE on growth invalidates such plans in every session.
+    async with pool.acquire() as conn:
+        await conn.execute("ANALYZE jobs")
+        assert await lifecycle.refresh_planner_stats(conn) is False  # nothing grew
+        await conn.execute(
+            "INSERT INTO jobs (id, queue, type, max_attempts, timeout_seconds)"
+            " SELECT gen_random_uuid(), 'default', 'noop', 1, 1 FROM generate_series(1, 3000)"
+        )
+        await conn.execute("SELECT pg_stat_force_next_flush()")
+        assert await lifecycle.refresh_planner_stats(conn, min_rows=100) is True
+        assert await lifecycle.refresh_planner_stats(conn, min_rows=100) is False  # analyzed

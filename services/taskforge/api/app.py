@@ -26,6 +26,7 @@ def create_app(settings: Settings) -> web.Application:
             auth.middleware(settings),
         ],
     )
+    app[resources.BATCH_STATEMENTS] = False
     app.cleanup_ctx.append(resources.postgres_ctx)
     app.cleanup_ctx.append(resources.redis_ctx)
     app.cleanup_ctx.append(notifier_ctx)

@@ -18,6 +18,7 @@ __all__ = [
     "mark_queued",
     "paused_queues",
     "queue_backlogs",
+    "refresh_planner_stats",
     "registered_queues",
     "seconds_until_next_due",
     "select_due",
@@ -175,3 +176,27 @@ async def dead_count(conn: Any) -> int:
     """How many jobs are in the dead-letter state."""
     value: int = await conn.fetchval(DEAD_COUNT)
     return value
+
+
+JOBS_GROWTH = """
+SELECT greatest(c.reltuples, 0)::bigint AS planned_for, s.n_live_tup AS live
+FROM pg_class c JOIN pg_stat_user_tables s ON s.relid = c.oid
+WHERE c.oid = 'jobs'::regclass
+"""
+
+
+async def refresh_planner_stats(conn: Any, min_rows: int = 1000) -> bool:
+    """ANALYZE jobs when it has more than doubled since the planner last looked.
+
+    Statements are prepared once per connection and PostgreSQL keeps a generic plan after a
+    few executions; a queue table starts empty, and plans cached then (sequential scans) stay
+    in use as it grows until autoanalyze comes round. The scheduler, workers and reaper plan
+    every execution (see :func:`taskforge.store.create_pool`); the api keeps cached plans,
+    and this ANALYZE, run by the scheduler, invalidates them in every session when the table
+    has grown. Only growth matters: plans made for a large table stay good as it shrinks.
+    """
+    row = await conn.fetchrow(JOBS_GROWTH)
+    if row is None or row["live"] <= 2 * row["planned_for"] + min_rows:
+        return False
+    await conn.execute("ANALYZE jobs")
+    return True

@@ -72,6 +72,9 @@ async def run(
     """Publish every couple of seconds until ``stop``; errors are logged, never fatal."""
     while not stop.is_set():
         try:
+            async with pool.acquire() as conn:
+                if await lifecycle.refresh_planner_stats(conn):
+                    log.info("jobs table analyzed after growth", extra={"action": "analyze"})
             await publish_once(pool, redis, configured)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, RedisError) as exc:
             store = "redis" if isinstance(exc, RedisError) else "postgres"

@@ -62,9 +62,11 @@ class Worker:
         self.name = name or f"worker-{uuid.uuid4().hex[:12]}"
         self.actor = f"worker:{self.name}"
         self.running: dict[uuid.UUID, Running] = {}
-        self.finisher = Finisher(pool, redis, self.actor, self._store_error)
-        self.leases = LeaseKeeper(self)
         self._slot_free = asyncio.Event()
+        self.finisher = Finisher(
+            pool, redis, self.actor, self._store_error, on_recorded=self._slot_free.set
+        )
+        self.leases = LeaseKeeper(self)
         self._unclaimed: list[tuple[str, str, bytes | None]] = []
         self.closing = False
         self._min_read = max(1, settings.worker_concurrency // 4)
@@ -89,7 +91,12 @@ class Worker:
                         raise RuntimeError(f"worker side task {side.get_name()} died") from (
                             side.exception()
                         )
-                free = self.settings.worker_concurrency - len(self.running)
+                # Outcomes waiting to be recorded hold slots beyond one batch's worth: recording
+                # overlaps the next batch, yet a slow PostgreSQL cannot let claims run away
+                # (with jobs left running whose leases nobody renews).
+                concurrency = self.settings.worker_concurrency
+                backlog = max(0, self.finisher.held - concurrency)
+                free = concurrency - len(self.running) - backlog
                 if free <= 0 or self._gathering_slots(free):
                     self._slot_free.clear()
                     await _first(

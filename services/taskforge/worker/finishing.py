@@ -43,16 +43,32 @@ class Finisher:
     """Records a worker's outcomes in batches and hands back interrupted attempts."""
 
     def __init__(
-        self, pool: asyncpg.Pool, redis: aioredis.Redis, actor: str, on_error: ErrorReporter
+        self,
+        pool: asyncpg.Pool,
+        redis: aioredis.Redis,
+        actor: str,
+        on_error: ErrorReporter,
+        on_recorded: Callable[[], None] = lambda: None,
     ) -> None:
         self.pool = pool
         self.redis = redis
         self.actor = actor
         self._on_error = on_error
+        self._on_recorded = on_recorded
         self.pending: list[FinishItem] = []
+        self._recording = 0
         self.handbacks: list[tuple[uuid.UUID, int, str, str]] = []
         self.closing = False
         self._ready = asyncio.Event()
+
+    @property
+    def held(self) -> int:
+        """Outcomes not yet recorded: their jobs still hold a slot of the worker.
+
+        A worker that freed slots before the outcome was written would keep claiming while
+        PostgreSQL is slow, with jobs running in PostgreSQL whose leases nobody renews.
+        """
+        return len(self.pending) + self._recording
 
     def add(self, item: FinishItem) -> None:
         """Queue an outcome for the next flush."""
@@ -78,6 +94,7 @@ class Finisher:
         backoff = 0.1
         while self.pending:
             batch, self.pending = self.pending, []
+            self._recording = len(batch)
             try:
                 async with self.pool.acquire() as conn:
                     done = await lifecycle.finish(conn, [f.outcome for f in batch], self.actor)
@@ -86,12 +103,15 @@ class Finisher:
                 await streams.ack(self.redis, [(f.queue, f.stream_id) for f in batch])
             except STORE_ERRORS as exc:
                 self.pending[:0] = batch  # keep them: nothing is lost, retry
+                self._recording = 0
                 self._on_error("finish", exc, backoff)
                 await asyncio.sleep(backoff)
                 # At most a second: these outcomes' leases are no longer renewed, and a
                 # finish that lands after the lease lapsed is fenced out (the job runs again).
                 backoff = min(backoff * 2, 1.0)
                 continue
+            self._recording = 0
+            self._on_recorded()
             dead = [d for d in done if d.status is Status.DEAD]
             if dead:
                 await self._notify_dead(dead)
