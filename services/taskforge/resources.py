@@ -104,6 +104,20 @@ def background(
     return ctx
 
 
+async def wait_first(*aws: Awaitable[object], timeout: float) -> None:
+    """Wait until the first of ``aws`` completes or ``timeout`` passes; cancel the rest.
+
+    The background loops' sleep: ``wait_first(stop.wait(), timeout=5)`` returns at once on
+    shutdown, and a loop may add its own wake-up event beside ``stop``.
+    """
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
 def ops_app(main: web.Application) -> web.Application:
     """The ops application (health, readiness, metrics) reading the main app's checks."""
     app = web.Application()
@@ -115,7 +129,7 @@ def ops_app(main: web.Application) -> web.Application:
 def serve(
     service: str,
     settings: Settings,
-    factory: Callable[[Settings], Awaitable[web.Application] | web.Application],
+    factory: Callable[[Settings], web.Application],
     *,
     port: int | None = None,
 ) -> int:
@@ -134,8 +148,7 @@ def serve(
         pass
 
     async def start() -> None:
-        made = factory(settings)
-        app = await made if isinstance(made, Awaitable) else made
+        app = factory(settings)
         ops = ops_app(app)
 
         async def ops_ctx(_: web.Application) -> AsyncIterator[None]:

@@ -16,7 +16,6 @@ __all__ = [
     "QueueBacklog",
     "dead_count",
     "mark_queued",
-    "paused_queues",
     "queue_backlogs",
     "refresh_planner_stats",
     "registered_queues",
@@ -114,9 +113,6 @@ async def mark_queued(conn: Any, ids: Sequence[uuid.UUID], stream_ids: Sequence[
     return len(rows)
 
 
-PAUSED_QUEUES = "SELECT name FROM queues WHERE paused"
-
-
 REGISTERED_QUEUES = "SELECT name FROM queues"
 
 
@@ -140,11 +136,6 @@ GROUP BY queue
 
 
 DEAD_COUNT = "SELECT count(*) FROM jobs WHERE status = 'dead'"
-
-
-async def paused_queues(conn: Any) -> list[str]:
-    """Names of queues an operator paused: the dispatcher does not send their jobs."""
-    return [row["name"] for row in await conn.fetch(PAUSED_QUEUES)]
 
 
 @dataclass(frozen=True)

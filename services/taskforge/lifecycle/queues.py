@@ -17,8 +17,9 @@ from taskforge.jobs import Status
 from taskforge.lifecycle.dispatch import DueJob
 
 __all__ = [
+    "QueueControls",
     "QueueStats",
-    "capped_queues",
+    "queue_controls",
     "queue_stats",
     "select_due_capped",
     "set_concurrency",
@@ -71,7 +72,7 @@ INSERT INTO queues (name, concurrency) VALUES ($1, $2)
 ON CONFLICT (name) DO UPDATE SET concurrency = EXCLUDED.concurrency, updated_at = now()
 """
 
-CAPPED_QUEUES = "SELECT name FROM queues WHERE concurrency IS NOT NULL AND NOT paused"
+QUEUE_CONTROLS = "SELECT name, paused, concurrency IS NOT NULL AS capped FROM queues"
 
 # Taken before measuring the room: a second dispatcher waits here, and its next statement
 # (a fresh snapshot under READ COMMITTED) sees the rows the first one marked queued.
@@ -153,9 +154,21 @@ async def set_concurrency(conn: Any, name: str, limit: int | None) -> None:
     await conn.execute(SET_CONCURRENCY, name, limit)
 
 
-async def capped_queues(conn: Any) -> list[str]:
-    """Names of unpaused queues with a concurrency cap."""
-    return [row["name"] for row in await conn.fetch(CAPPED_QUEUES)]
+@dataclass(frozen=True)
+class QueueControls:
+    """What the dispatcher obeys: queues not to send at all, and queues sent only into room."""
+
+    paused: list[str]
+    capped: list[str]  # unpaused queues with a concurrency cap
+
+
+async def queue_controls(conn: Any) -> QueueControls:
+    """Paused and capped queues, read in one query."""
+    rows = await conn.fetch(QUEUE_CONTROLS)
+    return QueueControls(
+        paused=[row["name"] for row in rows if row["paused"]],
+        capped=[row["name"] for row in rows if row["capped"] and not row["paused"]],
+    )
 
 
 async def select_due_capped(conn: Any, capped: Sequence[str], limit: int) -> list[DueJob]:

@@ -18,7 +18,7 @@ from taskforge import metrics, resources
 from taskforge.config import Settings
 from taskforge.reaper.reclaim import Reclaimer
 from taskforge.reaper.upkeep import upkeep_once
-from taskforge.resources import POOL, REDIS, SETTINGS
+from taskforge.resources import POOL, REDIS, SETTINGS, wait_first
 
 log = logging.getLogger("taskforge.reaper")
 
@@ -51,10 +51,7 @@ async def reap(app: web.Application, stop: asyncio.Event) -> None:
             )
             delay = backoff
             backoff = min(backoff * 2, 5.0)
-        try:
-            await asyncio.wait_for(stop.wait(), delay)
-        except TimeoutError:
-            pass
+        await wait_first(stop.wait(), timeout=delay)
 
 
 def create_app(settings: Settings) -> web.Application:

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from taskforge import lifecycle, metrics, streams
+from taskforge.resources import wait_first
 
 log = logging.getLogger("taskforge.scheduler")
 
@@ -82,7 +83,4 @@ async def run(
             log.warning(
                 "backlog publish failed", extra={"action": "backlog.error", "error": repr(exc)}
             )
-        try:
-            await asyncio.wait_for(stop.wait(), PUBLISH_INTERVAL)
-        except TimeoutError:
-            pass
+        await wait_first(stop.wait(), timeout=PUBLISH_INTERVAL)

@@ -27,7 +27,7 @@ from croniter import croniter
 
 from taskforge import lifecycle
 from taskforge.lifecycle.schedules import Schedule
-from taskforge.resources import POOL
+from taskforge.resources import POOL, wait_first
 
 log = logging.getLogger("taskforge.scheduler")
 
@@ -152,10 +152,7 @@ async def run(app: web.Application, stop: asyncio.Event) -> None:
             await run_once(pool)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("cron pass failed", extra={"action": "cron.error", "error": repr(exc)})
-        try:
-            await asyncio.wait_for(stop.wait(), POLL_SECONDS)
-        except TimeoutError:
-            pass
+        await wait_first(stop.wait(), timeout=POLL_SECONDS)
 
 
 def first_run(expr: str, timezone: str) -> datetime:

@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from taskforge import lifecycle, metrics, spans, streams
 from taskforge.lifecycle import DueJob
+from taskforge.resources import wait_first
 
 log = logging.getLogger("taskforge.scheduler")
 
@@ -51,8 +52,8 @@ class Dispatcher:
     async def _refresh_paused(self, conn: asyncpg.Connection) -> None:
         now = time.monotonic()
         if now - self._paused_at >= PAUSED_REFRESH_SECONDS:
-            self._paused = await lifecycle.paused_queues(conn)
-            self._capped = await lifecycle.capped_queues(conn)
+            controls = await lifecycle.queue_controls(conn)
+            self._paused, self._capped = controls.paused, controls.capped
             self._paused_at = now
 
     async def dispatch_once(self) -> int:
@@ -147,20 +148,11 @@ class Dispatcher:
                 )
                 delay = backoff
                 backoff = min(backoff * 2, 5.0)
-            await _wait_any(stop, self.wake, timeout=delay)
+            await wait_first(stop.wait(), self.wake.wait(), timeout=delay)
 
     def notified(self, *_: object) -> None:
         """LISTEN callback: something new may be due. Many notifications make one wake-up."""
         self.wake.set()
-
-
-async def _wait_any(*events: asyncio.Event, timeout: float) -> None:
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
 
 
 async def listen(pool_url: str, dispatcher: Dispatcher, stop: asyncio.Event) -> None:
@@ -174,13 +166,13 @@ async def listen(pool_url: str, dispatcher: Dispatcher, stop: asyncio.Event) -> 
             backoff = 0.2
             dispatcher.wake.set()  # catch anything inserted while we were not listening
             while not stop.is_set() and not conn.is_closed():
-                await _wait_any(stop, timeout=1.0)
+                await wait_first(stop.wait(), timeout=1.0)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning(
                 "LISTEN connection lost; reconnecting",
                 extra={"action": "listen.error", "error": repr(exc), "retry_in": backoff},
             )
-            await _wait_any(stop, timeout=backoff)
+            await wait_first(stop.wait(), timeout=backoff)
             backoff = min(backoff * 2, 5.0)
         finally:
             if conn is not None and not conn.is_closed():

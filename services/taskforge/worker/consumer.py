@@ -12,7 +12,6 @@ import logging
 import time
 import traceback
 import uuid
-from collections.abc import Awaitable
 from dataclasses import dataclass
 
 import asyncpg
@@ -24,6 +23,7 @@ from taskforge import lifecycle, metrics, spans, streams
 from taskforge.config import Settings
 from taskforge.jobs import Status, backoff_delay
 from taskforge.lifecycle import ClaimedJob, Outcome
+from taskforge.resources import wait_first
 from taskforge.worker.finishing import STORE_ERRORS, Finisher, FinishItem
 from taskforge.worker.leases import LeaseKeeper
 from taskforge.worker.registry import Fail, JobContext, JobLogger, Registry, Retry
@@ -99,7 +99,7 @@ class Worker:
                 free = concurrency - len(self.running) - backlog
                 if free <= 0 or self._gathering_slots(free):
                     self._slot_free.clear()
-                    await _first(
+                    await wait_first(
                         stop.wait(), self._slot_free.wait(), timeout=1.0 if free <= 0 else 0.01
                     )
                     continue
@@ -125,7 +125,7 @@ class Worker:
                     await self._ensure_groups()
                 except STORE_ERRORS as exc:
                     self._store_error("intake", exc, backoff)
-                    await _first(stop.wait(), timeout=backoff)
+                    await wait_first(stop.wait(), timeout=backoff)
                     backoff = min(backoff * 2, 5.0)
             await self._drain()
         finally:
@@ -352,13 +352,3 @@ class Worker:
             "store error; retrying",
             extra={"action": f"worker.{where}.error", "error": repr(exc), "retry_in": retry_in},
         )
-
-
-async def _first(*aws: Awaitable[object], timeout: float) -> None:
-    """Wait for the first of several awaitables (or the timeout); cancel the others."""
-    tasks = [asyncio.ensure_future(a) for a in aws]
-    try:
-        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
