@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -35,6 +36,10 @@ class System:
 
     api_url: str
     procs: dict[str, Deployable] = field(default_factory=dict)
+
+    async def ready(self, timeout: float = 30) -> None:
+        """Wait until every deployable answers /readyz with 200."""
+        await asyncio.gather(*(wait_ready(d.ops_port, timeout) for d in self.procs.values()))
 
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         proc = self.procs[name].process
@@ -119,3 +124,26 @@ def running_system(
             except subprocess.TimeoutExpired:
                 deployable.process.kill()
                 deployable.process.wait()
+
+
+TERMINAL = {"completed", "dead", "cancelled"}
+
+
+async def wait_finished(
+    session: aiohttp.ClientSession, api: str, ids: list[str], timeout: float = 60.0
+) -> dict[str, Any]:
+    """Poll ``GET /v1/jobs/{id}`` until every job is terminal; the jobs by id."""
+    deadline = time.monotonic() + timeout
+    pending = list(ids)
+    found: dict[str, Any] = {}
+    while pending:
+        for job_id in list(pending):
+            async with session.get(f"{api}/v1/jobs/{job_id}") as response:
+                job = await response.json()
+            if job["status"] in TERMINAL:
+                found[job_id] = job
+                pending.remove(job_id)
+        if pending:
+            assert time.monotonic() < deadline, f"{len(pending)} jobs not finished after {timeout}s"
+            await asyncio.sleep(0.1)
+    return found

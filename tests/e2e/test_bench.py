@@ -7,15 +7,14 @@ import pytest
 
 from taskforge.bench import Bench
 from taskforge.bench.system import ProcessSampler
-from tests.e2e.deployables import running_system, wait_ready
+from tests.e2e.deployables import running_system
 
 pytestmark = pytest.mark.e2e
 
 
 async def test_bench_scenarios_report_every_job(stores, clean, tmp_path):
     with running_system(stores, tmp_path) as system:
-        for deployable in system.procs.values():
-            await wait_ready(deployable.ops_port)
+        await system.ready()
         bench = Bench(system.api_url, stores.postgres_url, None)
         pids = {name: d.process.pid for name, d in system.procs.items()}
         batch = await bench.run("batch", 300, 2, 100, 0, ProcessSampler(pids))

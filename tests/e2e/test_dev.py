@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 import aiohttp
 import psutil
 import pytest
 
 from taskforge.embedded import free_port
-from tests.e2e.deployables import ROOT, wait_ready
+from tests.e2e.deployables import ROOT, wait_finished, wait_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -52,13 +50,7 @@ async def test_dev_on_embedded_stores_runs_a_job_and_stops_on_ctrl_c():
             ) as r:
                 assert r.status == 202
                 job_id = (await r.json())["id"]
-            deadline = time.monotonic() + 30
-            while True:
-                async with session.get(f"{api}/v1/jobs/{job_id}") as r:
-                    job = await r.json()
-                if job["status"] == "completed" or time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(0.1)
+            job = (await wait_finished(session, api, [job_id], 30))[job_id]
         assert (job["status"], job["result"]) == ("completed", {"message": "hi"})
         dev.send_signal(signal.SIGINT)  # what Ctrl-C sends
         output = dev.communicate(timeout=60)[0].decode()

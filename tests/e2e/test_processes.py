@@ -8,32 +8,14 @@ import time
 import aiohttp
 import pytest
 
-from tests.e2e.deployables import running_system, wait_ready
+from tests.e2e.deployables import running_system, wait_finished
 
 pytestmark = pytest.mark.e2e
 
 
-async def _wait_status(session, api, ids, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    pending = set(ids)
-    found = {}
-    while pending and time.monotonic() < deadline:
-        for job_id in list(pending):
-            async with session.get(f"{api}/v1/jobs/{job_id}") as response:
-                job = await response.json()
-            if job["status"] in {"completed", "dead", "cancelled"}:
-                found[job_id] = job
-                pending.discard(job_id)
-        if pending:
-            await asyncio.sleep(0.2)
-    assert not pending, f"{len(pending)} jobs not finished after {timeout}s"
-    return found
-
-
 async def test_hundreds_of_concurrent_submissions_all_complete(stores, clean, tmp_path):
     with running_system(stores, tmp_path, workers=2) as system:
-        for deployable in system.procs.values():
-            await wait_ready(deployable.ops_port)
+        await system.ready()
         api = system.api_url
         async with aiohttp.ClientSession() as session:
 
@@ -51,7 +33,7 @@ async def test_hundreds_of_concurrent_submissions_all_complete(stores, clean, tm
                 fail_id = (await r.json())["id"]
             async with session.post(f"{api}/v1/jobs", json={"type": "dead"}) as r:
                 dead_id = (await r.json())["id"]
-            jobs = await _wait_status(session, api, [*ids, fail_id, dead_id])
+            jobs = await wait_finished(session, api, [*ids, fail_id, dead_id])
         statuses = {jobs[i]["status"] for i in ids}
         bad = [jobs[i] for i in ids if jobs[i]["status"] != "completed"][:2]
         assert statuses == {"completed"}, bad
@@ -66,8 +48,7 @@ async def test_hundreds_of_concurrent_submissions_all_complete(stores, clean, tm
 async def test_sigterm_lets_a_running_job_finish_within_the_grace(stores, clean, tmp_path):
     env = {"TASKFORGE_SHUTDOWN_GRACE": "10s"}
     with running_system(stores, tmp_path, env=env) as system:
-        for deployable in system.procs.values():
-            await wait_ready(deployable.ops_port)
+        await system.ready()
         api = system.api_url
         async with aiohttp.ClientSession() as session:
             async with session.post(

@@ -25,7 +25,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from prometheus_client.parser import text_string_to_metric_families
 
 from taskforge.embedded import free_port
-from tests.e2e.deployables import System, running_system, wait_ready
+from tests.e2e.deployables import System, running_system, wait_finished
 
 pytestmark = pytest.mark.e2e
 
@@ -126,27 +126,11 @@ def otel_env(endpoint: str) -> dict[str, str]:
     }
 
 
-async def start(system: System) -> None:
-    for deployable in system.procs.values():
-        await wait_ready(deployable.ops_port, timeout=WAIT)
-
-
 async def submit(session: aiohttp.ClientSession, api: str, body: dict[str, Any]) -> dict[str, Any]:
     async with session.post(f"{api}/v1/jobs", json=body) as response:
         assert response.status == 202, await response.text()
         job: dict[str, Any] = await response.json()
         return job
-
-
-async def wait_finished(session: aiohttp.ClientSession, api: str, job_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + WAIT
-    while True:
-        async with session.get(f"{api}/v1/jobs/{job_id}") as response:
-            job: dict[str, Any] = await response.json()
-        if job["status"] in {"completed", "dead", "cancelled"}:
-            return job
-        assert time.monotonic() < deadline, f"job {job_id} still {job['status']} after {WAIT}s"
-        await asyncio.sleep(0.1)
 
 
 async def scrape(session: aiohttp.ClientSession, port: int) -> dict[str, Any]:
@@ -172,7 +156,7 @@ def one(spans: list[Exported], name: str) -> Exported:
 async def test_one_trace_links_api_scheduler_and_worker(stores, clean, tmp_path, receiver):
     collector, port = receiver
     with running_system(stores, tmp_path, env=otel_env(f"http://127.0.0.1:{port}")) as system:
-        await start(system)
+        await system.ready(WAIT)
         async with aiohttp.ClientSession() as session:
             ok = await submit(session, system.api_url, {"type": "ping", "payload": {"message": 1}})
             flaky = await submit(
@@ -180,8 +164,9 @@ async def test_one_trace_links_api_scheduler_and_worker(stores, clean, tmp_path,
                 system.api_url,
                 {"type": "ping", "payload": {"fail": True}, "max_attempts": 2},
             )
-            assert (await wait_finished(session, system.api_url, ok["id"]))["status"] == "completed"
-            assert (await wait_finished(session, system.api_url, flaky["id"]))["status"] == "dead"
+            done = await wait_finished(session, system.api_url, [ok["id"], flaky["id"]], WAIT)
+            assert done[ok["id"]]["status"] == "completed"
+            assert done[flaky["id"]]["status"] == "dead"
             trace_id = ok["traceparent"].split("-")[1]
             await collector.wait_for(
                 trace_id,
@@ -297,15 +282,14 @@ async def check_metrics(session: aiohttp.ClientSession, system: System) -> None:
 async def test_an_absent_collector_never_stops_jobs(stores, clean, tmp_path):
     nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     with running_system(stores, tmp_path, env=otel_env(nowhere)) as system:
-        await start(system)
+        await system.ready(WAIT)
         async with aiohttp.ClientSession() as session:
             jobs = [
                 await submit(session, system.api_url, {"type": "ping", "payload": {"message": i}})
                 for i in range(5)
             ]
-            for job in jobs:
-                finished = await wait_finished(session, system.api_url, job["id"])
-                assert finished["status"] == "completed"
+            done = await wait_finished(session, system.api_url, [j["id"] for j in jobs], WAIT)
+            assert all(job["status"] == "completed" for job in done.values())
         # Shutdown flushes within its bound even though every export fails.
         for name in list(system.procs):
             assert system.stop(name) == 0, system.procs[name].log.read_text()[-2000:]
