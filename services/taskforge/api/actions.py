@@ -18,6 +18,7 @@ from taskforge.api.errors import ApiError
 from taskforge.api.jobs import job_id_from
 from taskforge.api.keys import TRACEPARENT, TRACESTATE
 from taskforge.api.notifier import NOTIFIER
+from taskforge.api.responses import json_response
 from taskforge.api.validation import (
     has_nul,
     parse_json,
@@ -115,7 +116,7 @@ async def submit_batch(request: web.Request) -> web.Response:
         else:
             result["job"] = outcome.job.to_json()
         results.append(result)
-    return web.json_response({"results": results, **tally}, status=202 if tally["created"] else 200)
+    return json_response({"results": results, **tally}, status=202 if tally["created"] else 200)
 
 
 @routes.post("/v1/jobs/{id}/cancel")
@@ -142,8 +143,8 @@ async def cancel_job(request: web.Request) -> web.Response:
                 "cancel signal not published; the heartbeat will deliver it",
                 extra={"action": "cancel.publish_error", "job_id": str(job.id), "error": repr(exc)},
             )
-        return web.json_response(job.to_json(), status=202)
-    return web.json_response(job.to_json())
+        return json_response(job.to_json(), status=202)
+    return json_response(job.to_json())
 
 
 @routes.post("/v1/jobs/{id}/retry")
@@ -162,7 +163,7 @@ async def retry_job(request: web.Request) -> web.Response:
             {"status": current.status.value},
         )
     request.app[NOTIFIER].poke()
-    return web.json_response(job.to_json())
+    return json_response(job.to_json())
 
 
 @routes.post("/v1/jobs/{id}/dlq")
@@ -205,4 +206,4 @@ async def move_to_dlq(request: web.Request) -> web.Response:
         )
     except (RedisError, OSError):
         pass  # the notice is a courtesy for ops consumers; PostgreSQL holds the dead job
-    return web.json_response(job.to_json())
+    return json_response(job.to_json())

@@ -18,6 +18,7 @@ from taskforge.api.jobs import job_id_from
 from taskforge.api.listing import job_page
 from taskforge.api.notifier import NOTIFIER
 from taskforge.api.params import job_filter
+from taskforge.api.responses import json_response
 from taskforge.api.validation import JOB_TYPE, has_nul, parse_json
 from taskforge.config import QUEUE_NAME
 from taskforge.jobs import Status
@@ -47,7 +48,7 @@ async def get_dead(request: web.Request) -> web.Response:
             f"no dead job with id {job_id}"
             + (f" (it is {job.status.value})" if job is not None else ""),
         )
-    return web.json_response(job.to_json())
+    return json_response(job.to_json())
 
 
 @routes.post("/v1/dlq/{id}/replay")
@@ -68,7 +69,7 @@ async def replay_one(request: web.Request) -> web.Response:
             {"status": current.status.value},
         )
     request.app[NOTIFIER].poke()
-    return web.json_response(job.to_json())
+    return json_response(job.to_json())
 
 
 @routes.post("/v1/dlq/replay")
@@ -81,7 +82,7 @@ async def replay_matching(request: web.Request) -> web.Response:
         count = await lifecycle.replay_matching(conn, match, ACTOR, dry_run=dry_run)
     if count and not dry_run:
         request.app[NOTIFIER].poke()
-    return web.json_response(
+    return json_response(
         {"dry_run": dry_run, "matched": count, "replayed": 0 if dry_run else count}
     )
 

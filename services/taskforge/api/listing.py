@@ -46,4 +46,4 @@ async def job_events(request: web.Request) -> web.Response:
         events = await lifecycle.job_events(conn, job_id) if job is not None else []
     if job is None:
         raise ApiError(404, "job_not_found", f"no job with id {job_id}")
-    return web.json_response({"job_id": str(job_id), "events": [e.to_json() for e in events]})
+    return json_response({"job_id": str(job_id), "events": [e.to_json() for e in events]})

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from taskforge import __version__
 from taskforge.api.openapi_schemas import NAME_PATTERN, SCHEMAS, STATES, Schema, ref
+from taskforge.api.responses import json_response
 
 routes = web.RouteTableDef()
 
@@ -337,4 +338,4 @@ def document() -> dict[str, Any]:
 @routes.get("/openapi.json")
 async def openapi_json(request: web.Request) -> web.Response:
     """The OpenAPI 3.1 document."""
-    return web.json_response(document())
+    return json_response(document())

@@ -13,6 +13,7 @@ from taskforge import lifecycle
 from taskforge.api.errors import ApiError
 from taskforge.api.notifier import NOTIFIER
 from taskforge.api.params import name_from
+from taskforge.api.responses import json_response
 from taskforge.api.validation import parse_json
 from taskforge.resources import POOL
 
@@ -27,7 +28,7 @@ async def _stats_response(request: web.Request, name: str) -> web.Response:
         raise ApiError(
             404, "queue_not_found", f"no queue named {name!r}: it has no jobs or settings"
         )
-    return web.json_response(found[0].to_json())
+    return json_response(found[0].to_json())
 
 
 @routes.get("/v1/queues")
@@ -35,7 +36,7 @@ async def list_queues(request: web.Request) -> web.Response:
     """Every queue that has jobs or settings, by name."""
     async with request.app[POOL].acquire() as conn:
         found = await lifecycle.queue_stats(conn)
-    return web.json_response({"queues": [q.to_json() for q in found]})
+    return json_response({"queues": [q.to_json() for q in found]})
 
 
 @routes.get("/v1/queues/{name}")

@@ -15,6 +15,7 @@ from aiohttp import web
 from taskforge import lifecycle
 from taskforge.api.errors import ApiError
 from taskforge.api.params import name_from
+from taskforge.api.responses import json_response
 from taskforge.api.validation import parse_json, validate_job
 from taskforge.resources import POOL, SETTINGS
 from taskforge.scheduler import cron
@@ -29,7 +30,7 @@ async def list_schedules(request: web.Request) -> web.Response:
     """Every schedule, by name."""
     async with request.app[POOL].acquire() as conn:
         found = await lifecycle.list_schedules(conn)
-    return web.json_response({"schedules": [s.to_json() for s in found]})
+    return json_response({"schedules": [s.to_json() for s in found]})
 
 
 @routes.get("/v1/schedules/{name}")
@@ -40,7 +41,7 @@ async def get_schedule(request: web.Request) -> web.Response:
         found = await lifecycle.get_schedule(conn, name)
     if found is None:
         raise ApiError(404, "schedule_not_found", f"no schedule named {name!r}")
-    return web.json_response(found.to_json())
+    return json_response(found.to_json())
 
 
 @routes.delete("/v1/schedules/{name}")
@@ -65,7 +66,7 @@ async def put_schedule(request: web.Request) -> web.Response:
         stored, created = await lifecycle.put_schedule(
             conn, name, next_run_at=next_run_at, **values
         )
-    return web.json_response(stored.to_json(), status=201 if created else 200)
+    return json_response(stored.to_json(), status=201 if created else 200)
 
 
 def _validate(body: Any, request: web.Request) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from taskforge import __version__
 from taskforge.api.errors import ApiError
+from taskforge.api.responses import json_response
 from taskforge.resources import SETTINGS
 
 routes = web.RouteTableDef()
@@ -96,7 +97,7 @@ async def ui_page(request: web.Request) -> web.Response:
 async def ui_config(request: web.Request) -> web.Response:
     """What the page needs to know about this deployment (nothing secret: it is served open)."""
     settings = request.app[SETTINGS]
-    return web.json_response(
+    return json_response(
         {
             "version": __version__,
             "assets": bundle().version,
