@@ -8,6 +8,7 @@ SIGTERM) stops the deployables gracefully, then the embedded stores.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import signal
 import subprocess
@@ -92,14 +93,12 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        import asyncio
-
         asyncio.run(migrate_url(postgres_url))
         apis = max(args.api, 1)
         plan = [(f"api-{i + 1}" if apis > 1 else "api", "api") for i in range(apis)]
         plan.append(("scheduler", "scheduler"))
         plan += [(f"worker-{i + 1}", "worker") for i in range(max(args.workers, 1))]
-        if not args.no_reaper and _has_reaper():
+        if not args.no_reaper:
             plan.append(("reaper", "reaper"))
         ops_ports = {}
         for index, (name, command) in enumerate(plan):
@@ -137,11 +136,3 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         _stop_all(children)
         stores.stop()
         print("taskforge dev: stopped", flush=True)
-
-
-def _has_reaper() -> bool:
-    try:
-        import taskforge.reaper.main  # noqa: F401
-    except ImportError:
-        return False
-    return True

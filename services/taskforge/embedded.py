@@ -4,6 +4,7 @@ and for tests on machines without servers. Both keep their data under one direct
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import subprocess
@@ -69,8 +70,6 @@ def start_postgres(data_dir: Path, database: str = "taskforge") -> tuple[str, An
                 await conn.execute(f'CREATE DATABASE "{database}"')
         finally:
             await conn.close()
-
-    import asyncio
 
     asyncio.run(create())
     url: str = server.get_uri(database)

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from taskforge.jobs import Job
+from taskforge.jobs import Job, uuid7
 
 __all__ = [
     "SubmitResult",
@@ -77,8 +77,6 @@ async def submit(
     timeout_seconds, run_at (datetime or None), delay_seconds, idempotency_key, traceparent,
     tracestate. The caller compares ``request_hash`` of an existing job with its own.
     """
-    from taskforge.jobs import uuid7
-
     for _ in range(3):
         row = await conn.fetchrow(
             INSERT_JOB,
