@@ -77,6 +77,11 @@ DISPATCH_BATCH = Histogram(
     "Jobs per dispatcher batch",
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500),
 )
+SUBMIT_BATCH_SIZE = Histogram(
+    "taskforge_submit_batch_size",
+    "Single submits the api stored in one INSERT (group commit)",
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500),
+)
 STALE_ENTRIES = Counter(
     "taskforge_stale_entries_total", "Stream entries acked without running", ["queue"]
 )

@@ -8,6 +8,7 @@ from taskforge import resources
 from taskforge.api import actions, auth, dlq, jobs, listing, openapi, queues, schedules, ui
 from taskforge.api.errors import error_middleware, request_id_middleware
 from taskforge.api.notifier import notifier_ctx
+from taskforge.api.submitter import submitter_ctx
 from taskforge.api.tracing import tracing_middleware
 from taskforge.config import Settings
 from taskforge.ops import add_ops_routes
@@ -30,6 +31,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(resources.postgres_ctx)
     app.cleanup_ctx.append(resources.redis_ctx)
     app.cleanup_ctx.append(notifier_ctx)
+    app.cleanup_ctx.append(submitter_ctx)
     app.router.add_routes(jobs.routes)
     for module in (actions, listing, dlq, queues, schedules, openapi, ui):
         app.router.add_routes(module.routes)

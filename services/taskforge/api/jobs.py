@@ -11,6 +11,7 @@ from taskforge.api.errors import ApiError
 from taskforge.api.keys import TRACEPARENT, TRACESTATE
 from taskforge.api.notifier import NOTIFIER
 from taskforge.api.responses import json_response
+from taskforge.api.submitter import SUBMITTER
 from taskforge.api.validation import (
     parse_json,
     request_hash,
@@ -44,8 +45,7 @@ async def submit_job(request: web.Request) -> web.Response:
     with spans.create(values["queue"], values["type"], traceparent, tracestate) as created:
         values["traceparent"] = created.traceparent
         values["tracestate"] = created.tracestate
-        async with request.app[POOL].acquire() as conn:
-            outcome = await lifecycle.submit(conn, values, fingerprint)
+        outcome = await request.app[SUBMITTER].submit(values, fingerprint)
         created.stored(outcome.job.id, outcome.created)
     job = outcome.job
     if not outcome.created:

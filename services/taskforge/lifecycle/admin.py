@@ -124,12 +124,13 @@ WITH ins AS (
                       idempotency_key, request_hash, traceparent, tracestate)
     SELECT b.id, b.queue, b.type, b.payload::jsonb, b.priority, b.max_attempts, b.timeout,
            COALESCE(b.run_at, now() + make_interval(secs => b.delay)), b.key, b.hash,
-           $12, $13
+           b.traceparent, b.tracestate
     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[],
-                $7::float8[], $8::timestamptz[], $9::float8[], $10::text[], $11::text[])
+                $7::float8[], $8::timestamptz[], $9::float8[], $10::text[], $11::text[],
+                $12::text[], $13::text[])
          WITH ORDINALITY
          AS b(id, queue, type, payload, priority, max_attempts, timeout, run_at, delay, key,
-              hash, n)
+              hash, traceparent, tracestate, n)
     ORDER BY b.n
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING *
@@ -216,12 +217,19 @@ async def submit_batch(
 ) -> list[SubmitResult]:
     """Insert many pending jobs in one statement; per spec, the created or existing job.
 
-    ``specs`` hold the same resolved values as :func:`taskforge.lifecycle.submit`; a spec
+    ``specs`` hold the same resolved values as :func:`taskforge.lifecycle.submit`; a spec's
+    own ``traceparent``/``tracestate`` win over the batch-wide ones given here. A spec
     whose ``idempotency_key`` is taken (also by an earlier spec of the same batch) comes back
     with ``created=False`` and the existing job, whose ``request_hash`` the caller compares.
     """
     results: list[SubmitResult | None] = [None] * len(specs)
     todo = list(range(len(specs)))
+    traces = [
+        (spec["traceparent"], spec.get("tracestate"))
+        if spec.get("traceparent")
+        else (traceparent, tracestate)
+        for spec in specs
+    ]
     for _ in range(3):
         ids = {i: uuid7() for i in todo}
         rows = await conn.fetch(
@@ -237,8 +245,8 @@ async def submit_batch(
             [float(specs[i].get("delay_seconds") or 0.0) for i in todo],
             [specs[i].get("idempotency_key") for i in todo],
             [hashes[i] for i in todo],
-            traceparent,
-            tracestate,
+            [traces[i][0] for i in todo],
+            [traces[i][1] for i in todo],
         )
         inserted = {row["id"]: Job.from_row(row) for row in rows}
         for i in todo:
