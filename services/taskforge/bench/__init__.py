@@ -19,8 +19,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from taskforge.bench.report import Result, format_table, percentiles
 from taskforge.bench.runner import Bench
 from taskforge.bench.system import EmbeddedSystem, ProcessSampler
@@ -111,7 +109,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
                 )
             runs.sort(key=lambda r: r.drain_throughput)
             results.append(runs[len(runs) // 2])
-    except (OSError, RuntimeError, TimeoutError, aiohttp.ClientError) as exc:
+    # EOFError: the api closed a connection mid-reply (asyncio's IncompleteReadError).
+    except (OSError, RuntimeError, TimeoutError, EOFError) as exc:
         print(f"taskforge bench: {exc}", file=sys.stderr)
         return 1
     finally:

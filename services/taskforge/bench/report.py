@@ -65,8 +65,6 @@ def format_table(results: list[Result]) -> str:
     out = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) for row in lines]
     for r in results:
         for name, usage in sorted(r.resources.items()):
-            out.append(
-                f"  {r.scenario:<8} {name:<12} cpu {usage['cpu_seconds']:.2f}s  "
-                f"peak rss {usage['peak_rss_mb']:.0f} MB"
-            )
+            rss = f"  peak rss {usage['peak_rss_mb']:.0f} MB" if usage["peak_rss_mb"] else ""
+            out.append(f"  {r.scenario:<8} {name:<12} cpu {usage['cpu_seconds']:.2f}s{rss}")
     return "\n".join(out)

@@ -8,9 +8,9 @@ import time
 import uuid
 from typing import Any
 
-import aiohttp
 import asyncpg
 
+from taskforge.bench.http import Connection
 from taskforge.bench.report import Result, percentiles
 from taskforge.bench.system import ProcessSampler
 
@@ -44,6 +44,34 @@ def _job(run: str, index: int) -> dict[str, Any]:
     return {"type": "noop", "payload": {"bench": run, "i": index}}
 
 
+class Connections:
+    """Keep-alive connections to the api, one per request in flight, reused."""
+
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        self.url, self.headers = url, headers
+        self._idle: list[Connection] = []
+        self._all: list[Connection] = []
+
+    async def post(self, path: str, body: Any) -> Any:
+        connection = self._idle.pop() if self._idle else self._open()
+        try:
+            reply = await connection.post(path, body)
+        except BaseException:
+            connection.close()
+            raise
+        self._idle.append(connection)
+        return reply
+
+    def _open(self) -> Connection:
+        connection = Connection(self.url, self.headers)
+        self._all.append(connection)
+        return connection
+
+    def close(self) -> None:
+        for connection in self._all:
+            connection.close()
+
+
 class Bench:
     """Submits through the api and watches completion in PostgreSQL."""
 
@@ -67,19 +95,18 @@ class Bench:
         conn = await asyncpg.connect(self.postgres_url)
         if sampler:
             sampler.start()
-        connector = aiohttp.TCPConnector(limit=max(concurrency, 1) * 2)
+        connections = Connections(self.api_url, self.headers)
         try:
-            async with aiohttp.ClientSession(connector=connector, headers=self.headers) as http:
-                watcher = asyncio.create_task(self._watch(conn, ids, jobs, progress))
-                started = time.monotonic()
-                if scenario == "batch":
-                    await self._submit_batches(http, run, jobs, concurrency, batch_size, ids)
-                elif scenario == "single":
-                    await self._submit_singles(http, run, jobs, concurrency, ids)
-                else:
-                    await self._submit_trickle(http, run, jobs, rate, ids)
-                submit_seconds = time.monotonic() - started
-                await watcher
+            watcher = asyncio.create_task(self._watch(conn, ids, jobs, progress))
+            started = time.monotonic()
+            if scenario == "batch":
+                await self._submit_batches(connections, run, jobs, concurrency, batch_size, ids)
+            elif scenario == "single":
+                await self._submit_singles(connections, run, jobs, concurrency, ids)
+            else:
+                await self._submit_trickle(connections, run, jobs, rate, ids)
+            submit_seconds = time.monotonic() - started
+            await watcher
             rows = await conn.fetch(
                 "SELECT status, EXTRACT(EPOCH FROM started_at - created_at)::float8 AS start,"
                 " EXTRACT(EPOCH FROM finished_at - created_at)::float8 AS finish,"
@@ -87,6 +114,7 @@ class Bench:
                 ids,
             )
         finally:
+            connections.close()
             progress.close()
             await conn.close()
         resources = sampler.stop() if sampler else {}
@@ -114,16 +142,9 @@ class Bench:
             resources=resources,
         )
 
-    async def _post(self, http: aiohttp.ClientSession, path: str, body: Any) -> Any:
-        async with http.post(self.api_url + path, json=body) as response:
-            if response.status >= 300:
-                text = await response.text()
-                raise RuntimeError(f"POST {path} answered {response.status}: {text[:300]}")
-            return await response.json()
-
     async def _submit_batches(
         self,
-        http: aiohttp.ClientSession,
+        connections: Connections,
         run: str,
         jobs: int,
         concurrency: int,
@@ -138,26 +159,26 @@ class Bench:
         async def sender() -> None:
             while not queue.empty():
                 chunk = queue.get_nowait()
-                reply = await self._post(
-                    http, "/v1/jobs/batch", {"jobs": [_job(run, i) for i in chunk]}
+                reply = await connections.post(
+                    "/v1/jobs/batch", {"jobs": [_job(run, i) for i in chunk]}
                 )
                 ids.extend(item["job_id"] for item in reply["results"])
 
         await asyncio.gather(*(sender() for _ in range(max(concurrency, 1))))
 
     async def _submit_singles(
-        self, http: aiohttp.ClientSession, run: str, jobs: int, concurrency: int, ids: list[str]
+        self, connections: Connections, run: str, jobs: int, concurrency: int, ids: list[str]
     ) -> None:
         counter = iter(range(jobs))
 
         async def sender() -> None:
             for index in counter:
-                ids.append((await self._post(http, "/v1/jobs", _job(run, index)))["id"])
+                ids.append((await connections.post("/v1/jobs", _job(run, index)))["id"])
 
         await asyncio.gather(*(sender() for _ in range(max(concurrency, 1))))
 
     async def _submit_trickle(
-        self, http: aiohttp.ClientSession, run: str, jobs: int, rate: float, ids: list[str]
+        self, connections: Connections, run: str, jobs: int, rate: float, ids: list[str]
     ) -> None:
         interval = 1.0 / rate
         start = time.monotonic()
@@ -168,7 +189,7 @@ class Bench:
                 await asyncio.sleep(delay)
 
             async def one(i: int = index) -> None:
-                ids.append((await self._post(http, "/v1/jobs", _job(run, i)))["id"])
+                ids.append((await connections.post("/v1/jobs", _job(run, i)))["id"])
 
             task = asyncio.create_task(one())
             pending.add(task)

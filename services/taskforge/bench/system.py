@@ -122,23 +122,50 @@ class EmbeddedSystem:
 
 
 class ProcessSampler:
-    """CPU seconds used during a run and peak RSS, per named process."""
+    """CPU seconds used during a run and peak RSS, per named process; also the PostgreSQL
+    servers on this machine (all their backends) and the load generator itself, so that a
+    run's CPU budget per job can be read off whole."""
 
     def __init__(self, pids: dict[str, int] | None) -> None:
         self.pids = pids if pids is not None else _find_deployables()
         self._cpu: dict[str, float] = {}
 
+    def _sample(self) -> dict[str, float]:
+        cpu = {name: _cpu(pid) for name, pid in self.pids.items()}
+        cpu["postgres"] = _postgres_cpu()
+        cpu["bench"] = _cpu(os.getpid())
+        return cpu
+
     def start(self) -> None:
-        self._cpu = {name: _cpu(pid) for name, pid in self.pids.items()}
+        self._cpu = self._sample()
 
     def stop(self) -> dict[str, dict[str, float]]:
         usage = {}
-        for name, pid in self.pids.items():
+        for name, cpu in self._sample().items():
+            pid = self.pids.get(name, os.getpid() if name == "bench" else None)
             usage[name] = {
-                "cpu_seconds": round(_cpu(pid) - self._cpu.get(name, 0.0), 2),
-                "peak_rss_mb": round(_peak_rss(pid) / 2**20, 1),
+                "cpu_seconds": round(cpu - self._cpu.get(name, 0.0), 2),
+                "peak_rss_mb": round(_peak_rss(pid) / 2**20, 1) if pid else 0.0,
             }
         return usage
+
+
+def _postgres_cpu() -> float:
+    """CPU seconds of every PostgreSQL server here: each postmaster with the backends it has
+    reaped (children times) and those still running."""
+    total = 0.0
+    for process in psutil.process_iter(["name", "ppid"]):
+        if process.info.get("name") != "postgres":
+            continue
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system
+            parent = psutil.Process(process.info["ppid"])
+            if parent.name() != "postgres":  # the postmaster: add its reaped backends
+                total += times.children_user + times.children_system
+        except psutil.Error:
+            continue
+    return total
 
 
 def _find_deployables() -> dict[str, int]:
