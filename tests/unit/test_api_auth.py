@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import uuid
 from datetime import UTC, datetime
 
+import orjson
+import pytest
+
 from taskforge.api import auth, params
+from taskforge.api.errors import ApiError
 from taskforge.config import parse_tokens
 
 DIGESTS = parse_tokens("first-token,sha256:" + hashlib.sha256(b"second-token").hexdigest())
@@ -53,12 +58,29 @@ def test_rate_limiter_forgets_full_buckets():
     assert len(limiter._buckets) == 1
 
 
+class _Request:
+    def __init__(self, cursor: str) -> None:
+        self.query = {"cursor": cursor}
+
+
 def test_cursor_round_trips():
-    after = (datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC), uuid.uuid4())
+    after = uuid.uuid4()
     token = params.encode_cursor(after)
     assert token is not None and "=" not in token
+    assert params.cursor_param(_Request(token)) == after  # type: ignore[arg-type]
 
-    class Request:
-        query = {"cursor": token}
 
-    assert params.cursor_param(Request()) == after  # type: ignore[arg-type]
+def test_a_cursor_from_before_id_paging_still_names_its_row():
+    after = uuid.uuid4()
+    old = base64.urlsafe_b64encode(
+        orjson.dumps([datetime(2026, 1, 2, tzinfo=UTC).isoformat(), str(after)])
+    )
+    assert params.cursor_param(_Request(old.decode().rstrip("="))) == after  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("raw", [b"{}", b"[]", b'["a", "b", "c"]', b'["not-a-uuid"]', b"[5]"])
+def test_a_bad_cursor_is_a_400_naming_it(raw):
+    token = base64.urlsafe_b64encode(raw).decode()
+    with pytest.raises(ApiError) as caught:
+        params.cursor_param(_Request(token))  # type: ignore[arg-type]
+    assert caught.value.status == 400 and "cursor" in caught.value.message

@@ -1,7 +1,7 @@
 """Query and path parameters of the operator endpoints: parsed, checked, or a 400 naming them.
 
 Also the listing cursor: an opaque base64url token holding the last row's
-``(created_at, id)``, so clients page by passing ``next_cursor`` back as ``cursor``.
+``id``, so clients page by passing ``next_cursor`` back as ``cursor``.
 """
 
 from __future__ import annotations
@@ -102,30 +102,31 @@ def status_param(request: web.Request) -> tuple[Status, ...]:
         ) from None
 
 
-def cursor_param(request: web.Request) -> tuple[datetime, uuid.UUID] | None:
-    """``cursor``: a ``next_cursor`` from an earlier page, or None."""
+def cursor_param(request: web.Request) -> uuid.UUID | None:
+    """``cursor``: a ``next_cursor`` from an earlier page, or None.
+
+    Cursors made before listings paged by id held ``[created_at, id]``; their id still says
+    where the next page starts, so a client paging across an upgrade carries on.
+    """
     raw = request.query.get("cursor")
     if raw is None:
         return None
     try:
         decoded: Any = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-        created = datetime.fromisoformat(decoded[0])
-        job_id = uuid.UUID(decoded[1])
-        if created.tzinfo is None or len(decoded) != 2:
+        if not isinstance(decoded, list) or len(decoded) not in (1, 2):
             raise ValueError("bad cursor")
-    except (ValueError, TypeError, IndexError, KeyError, binascii.Error, orjson.JSONDecodeError):
+        return uuid.UUID(decoded[-1])
+    except (ValueError, TypeError, AttributeError, binascii.Error, orjson.JSONDecodeError):
         raise bad_parameter(
             "cursor", "is not a cursor from this API; pass next_cursor back as is"
         ) from None
-    return created, job_id
 
 
-def encode_cursor(after: tuple[datetime, uuid.UUID] | None) -> str | None:
+def encode_cursor(after: uuid.UUID | None) -> str | None:
     """The ``next_cursor`` of a page."""
     if after is None:
         return None
-    raw = orjson.dumps([after[0].isoformat(), str(after[1])])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return base64.urlsafe_b64encode(orjson.dumps([str(after)])).decode().rstrip("=")
 
 
 def job_filter(request: web.Request, statuses: tuple[Status, ...] | None = None) -> JobFilter:

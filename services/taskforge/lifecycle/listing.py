@@ -1,9 +1,11 @@
 """Reading jobs for operators: filtered listing with keyset pagination, and job history.
 
-Listing pages over ``(created_at, id)`` newest first: a cursor is the last row's pair, so a
-page costs the same however deep it is, and rows inserted meanwhile neither shift nor
-repeat what follows. The WHERE clause is built from the filters actually given, so each
-combination gets a plan that can use the matching index.
+Listing pages over ``id`` newest first: ids are UUIDv7, ordered by the time the api made
+them, so the primary key is also the "newest first" index and no index on ``created_at`` has
+to be kept up on the hot path (every transition of a job rewrites all of its index entries).
+A cursor is the last row's id, so a page costs the same however deep it is, and rows
+inserted meanwhile neither shift nor repeat what follows. The WHERE clause is built from the
+filters actually given, so each combination gets a plan that can use the matching index.
 """
 
 from __future__ import annotations
@@ -37,10 +39,10 @@ class JobPage:
     """One page of a listing and where the next one starts (None on the last page)."""
 
     jobs: list[Job]
-    next_after: tuple[datetime, uuid.UUID] | None
+    next_after: uuid.UUID | None
 
 
-def _where(match: JobFilter, after: tuple[datetime, uuid.UUID] | None) -> tuple[str, list[Any]]:
+def _where(match: JobFilter, after: uuid.UUID | None) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     args: list[Any] = []
 
@@ -67,7 +69,7 @@ def _where(match: JobFilter, after: tuple[datetime, uuid.UUID] | None) -> tuple[
     if match.error_contains:
         add("strpos(lower(coalesce(last_error, '')), lower(?)) > 0", match.error_contains)
     if after is not None:
-        add("(created_at, id) < (?, ?)", after[0], after[1])
+        add("id < ?", after)
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 
 
@@ -75,18 +77,18 @@ async def list_jobs(
     conn: Any,
     match: JobFilter,
     limit: int,
-    after: tuple[datetime, uuid.UUID] | None = None,
+    after: uuid.UUID | None = None,
 ) -> JobPage:
     """Up to ``limit`` jobs matching ``match``, newest first, after the cursor ``after``."""
     where, args = _where(match, after)
     args.append(limit + 1)
     rows = await conn.fetch(
-        f"SELECT * FROM jobs{where} ORDER BY created_at DESC, id DESC LIMIT ${len(args)}",
+        f"SELECT * FROM jobs{where} ORDER BY id DESC LIMIT ${len(args)}",
         *args,
     )
     jobs = [Job.from_row(row) for row in rows[:limit]]
     more = len(rows) > limit
-    return JobPage(jobs, (jobs[-1].created_at, jobs[-1].id) if more and jobs else None)
+    return JobPage(jobs, jobs[-1].id if more and jobs else None)
 
 
 @dataclass(frozen=True)

@@ -151,14 +151,14 @@ WITH target AS (
 )
 
 # Keyset pages over queued rows that have waited longer than $1 seconds (uses the
-# (status, created_at, id) index); the reaper checks their entries still exist.
+# (status, id) index); the reaper checks their entries still exist.
 QUEUED_ENTRIES = """
 SELECT id, queue, stream_id, created_at FROM jobs
 WHERE status = 'queued' AND stream_id IS NOT NULL
   AND updated_at < now() - make_interval(secs => $1)
-  AND (created_at, id) > ($2::timestamptz, $3::uuid)
-ORDER BY created_at, id
-LIMIT $4
+  AND id > $2::uuid
+ORDER BY id
+LIMIT $3
 """
 
 DELETE_FINISHED = """
@@ -177,7 +177,6 @@ WITH doomed AS (
 SELECT count(*) FROM gone
 """
 
-_EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
 _NIL = uuid.UUID(int=0)
 
 
@@ -288,7 +287,6 @@ async def queued_entries(
     rows = await conn.fetch(
         QUEUED_ENTRIES,
         older_than,
-        after.created_at if after else _EPOCH,
         after.id if after else _NIL,
         limit,
     )
