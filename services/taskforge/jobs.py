@@ -27,6 +27,9 @@ class Status(StrEnum):
     CANCELLED = "cancelled"
 
 
+# Row text → Status without an Enum call per row (EnumType.__call__ showed in profiles).
+_STATUSES = {status.value: status for status in Status}
+
 TERMINAL_STATUSES = frozenset({Status.COMPLETED, Status.DEAD, Status.CANCELLED})
 WAITING_STATUSES = frozenset({Status.PENDING, Status.RETRYING, Status.QUEUED})
 DISPATCHABLE_STATUSES = frozenset({Status.PENDING, Status.RETRYING})
@@ -89,7 +92,7 @@ class Job:
             queue=row["queue"],
             type=row["type"],
             payload=row["payload"],
-            status=Status(row["status"]),
+            status=_STATUSES[row["status"]],
             priority=row["priority"],
             attempts=row["attempts"],
             max_attempts=row["max_attempts"],
@@ -111,7 +114,14 @@ class Job:
         )
 
     def to_json(self) -> dict[str, Json]:
-        """The job as the REST API shows it."""
+        """The job as the REST API shows it.
+
+        Timestamps stay ``datetime``: every response goes through orjson
+        (:func:`taskforge.api.responses.json_response`), which writes them in RFC 3339
+        exactly as ``isoformat`` would, at a fraction of the cost (the ``isoformat`` calls
+        were a tenth of a batch submit's CPU). The id is text: asyncpg's UUID type is not
+        one orjson knows.
+        """
         return {
             "id": str(self.id),
             "queue": self.queue,
@@ -121,23 +131,19 @@ class Job:
             "priority": self.priority,
             "attempts": self.attempts,
             "max_attempts": self.max_attempts,
-            "run_at": _iso(self.run_at),
+            "run_at": self.run_at,
             "timeout_seconds": self.timeout_seconds,
             "idempotency_key": self.idempotency_key,
             "last_error": self.last_error,
             "result": self.result,
             "cancel_requested": self.cancel_requested,
             "worker": self.worker,
-            "created_at": _iso(self.created_at),
-            "updated_at": _iso(self.updated_at),
-            "started_at": _iso(self.started_at),
-            "finished_at": _iso(self.finished_at),
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
             "traceparent": self.traceparent,
         }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 def backoff_delay(
@@ -156,11 +162,17 @@ def uuid7() -> uuid.UUID:
 
     Time order keeps the primary key index append-mostly and makes ids sort by creation.
     """
+    return uuid7s(1)[0]
+
+
+def uuid7s(count: int) -> list[uuid.UUID]:
+    """``count`` UUIDv7s with one read of the OS's random source (a syscall per id was a
+    twentieth of a batch submit's CPU)."""
     millis = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (millis & ((1 << 48) - 1)) << 80
-    value |= 0x7 << 76
-    value |= ((rand >> 62) & 0xFFF) << 64
-    value |= 0b10 << 62
-    value |= rand & ((1 << 62) - 1)
-    return uuid.UUID(int=value)
+    prefix = ((millis & ((1 << 48) - 1)) << 80) | (0x7 << 76) | (0b10 << 62)
+    pool = os.urandom(10 * count)
+    ids = []
+    for offset in range(0, 10 * count, 10):
+        rand = int.from_bytes(pool[offset : offset + 10], "big")
+        ids.append(uuid.UUID(int=prefix | ((rand >> 62) & 0xFFF) << 64 | rand & ((1 << 62) - 1)))
+    return ids

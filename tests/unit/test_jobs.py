@@ -9,7 +9,7 @@ import uuid
 from hypothesis import given
 from hypothesis import strategies as st
 
-from taskforge.jobs import TERMINAL_STATUSES, Status, backoff_delay, uuid7
+from taskforge.jobs import TERMINAL_STATUSES, Status, backoff_delay, uuid7, uuid7s
 
 
 @given(
@@ -39,6 +39,17 @@ def test_uuid7_is_version_7_and_time_ordered():
     assert ids == sorted(ids)
     millis = ids[-1].int >> 80
     assert abs(millis - time.time() * 1000) < 5_000
+
+
+def test_uuid7s_share_the_millisecond_and_differ_in_their_random_bits():
+    ids = uuid7s(1000)
+    assert len(set(ids)) == 1000
+    assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in ids)
+    assert len({i.int >> 80 for i in ids}) == 1
+    assert abs((ids[0].int >> 80) - time.time() * 1000) < 5_000
+    # Both random fields vary: the 12 bits after the version and the 62 after the variant.
+    assert len({(i.int >> 64) & 0xFFF for i in ids}) > 500
+    assert len({i.int & ((1 << 62) - 1) for i in ids}) == 1000
 
 
 def test_terminal_statuses():

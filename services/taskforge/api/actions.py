@@ -97,10 +97,12 @@ async def submit_batch(request: web.Request) -> web.Response:
     request.app[NOTIFIER].poke()
     results: list[dict[str, Any]] = []
     tally = {"created": 0, "existing": 0, "conflict": 0}
+    created_per_queue: dict[str, int] = {}
     for index, (outcome, fingerprint) in enumerate(zip(outcomes, hashes, strict=True)):
         if outcome.created:
             state = "created"
-            metrics.JOBS_SUBMITTED.labels(outcome.job.queue).inc()
+            queue = outcome.job.queue
+            created_per_queue[queue] = created_per_queue.get(queue, 0) + 1
         elif outcome.request_hash == fingerprint:
             state = "existing"
         else:
@@ -116,6 +118,8 @@ async def submit_batch(request: web.Request) -> web.Response:
         else:
             result["job"] = outcome.job.to_json()
         results.append(result)
+    for queue, count in created_per_queue.items():
+        metrics.JOBS_SUBMITTED.labels(queue).inc(count)
     return json_response({"results": results, **tally}, status=202 if tally["created"] else 200)
 
 

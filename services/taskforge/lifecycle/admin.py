@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from taskforge.jobs import Job, uuid7
+from taskforge.jobs import Job, uuid7s
 from taskforge.lifecycle.core import SubmitResult
 
 __all__ = [
@@ -231,7 +231,7 @@ async def submit_batch(
         for spec in specs
     ]
     for _ in range(3):
-        ids = {i: uuid7() for i in todo}
+        ids = dict(zip(todo, uuid7s(len(todo)), strict=True))
         rows = await conn.fetch(
             INSERT_BATCH,
             [ids[i] for i in todo],
