@@ -127,13 +127,16 @@ async def ensure_groups(client: aioredis.Redis, queues: Iterable[str]) -> None:
 # job cost the scheduler 40 µs of CPU per job in redis-py (packing each command, parsing
 # each reply), this script 3.4 µs (measured, 500-entry batches). One key per call, so it
 # also runs on Redis Cluster; the entries are added in order and the ids come back in order.
-SEND_SCRIPT = b"""
+SEND_SCRIPT = (
+    b"""
 local ids = {}
 for i = 1, #ARGV do
     ids[i] = redis.call('XADD', KEYS[1], '*', '%s', ARGV[i])
 end
 return ids
-""" % FIELD
+"""
+    % FIELD
+)
 SEND_SHA = hashlib.sha1(SEND_SCRIPT).hexdigest()
 
 

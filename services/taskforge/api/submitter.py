@@ -24,8 +24,8 @@ from taskforge import lifecycle, metrics
 from taskforge.lifecycle import SubmitResult
 from taskforge.resources import POOL
 
-# Inserts in flight at once: two keep PostgreSQL busy while the next batch gathers; more
-# only make every batch smaller (measured: 2 and 4 flushers within noise, 8 slower).
+# Inserts in flight at once: two let the next batch gather while one commits. Measured at
+# concurrency 64 on 2 cores: 1, 2 and 4 flushers within noise (1,683, 1,751, 1,676 jobs/s).
 FLUSHERS = 2
 MAX_BATCH = 500
 
