@@ -106,3 +106,31 @@ async def test_a_failed_insert_fails_every_request_it_carried(stores, clean):
     )
     assert all(isinstance(o, asyncpg.InterfaceError) for o in outcomes), outcomes
     await submitter.drain()
+
+
+async def test_a_cancelled_flush_leaves_no_request_waiting(stores, clean):
+    pool = await asyncpg.create_pool(stores.postgres_url, min_size=1, max_size=1)
+    try:
+        submitter = Submitter(pool)
+        values = {
+            "queue": "default",
+            "type": "ping",
+            "payload": {},
+            "priority": 0,
+            "max_attempts": 1,
+            "timeout_seconds": 1.0,
+            "run_at": None,
+            "delay_seconds": 0.0,
+            "idempotency_key": None,
+        }
+        async with pool.acquire():  # the flusher now waits for the only connection
+            waiting = [asyncio.create_task(submitter.submit(dict(values), None)) for _ in range(5)]
+            await asyncio.sleep(0.05)
+            for task in list(submitter._tasks):
+                task.cancel()
+            outcomes = await asyncio.wait_for(
+                asyncio.gather(*waiting, return_exceptions=True), timeout=5
+            )
+        assert all(isinstance(o, asyncio.CancelledError) for o in outcomes), outcomes
+    finally:
+        await pool.close()

@@ -70,6 +70,12 @@ class Submitter:
                     if not future.done():
                         future.set_exception(exc)
                 continue
+            except asyncio.CancelledError:
+                # The loop is closing under us: no request may wait for an answer forever,
+                # and none is told its job is stored.
+                for _, _, future in batch + self._waiting:
+                    future.cancel()
+                raise
             for (_, _, future), outcome in zip(batch, outcomes, strict=True):
                 # A request whose client went away was cancelled; its job is stored anyway,
                 # as it would be had the disconnect come a moment after the commit.
