@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, ResponseError
@@ -23,6 +23,8 @@ GROUP = "workers"
 DLQ_STREAM = "taskforge:dlq"
 DLQ_MAXLEN = 100_000
 FIELD = b"m"
+
+T = TypeVar("T")
 
 
 def stream_key(queue: str) -> str:
@@ -142,11 +144,8 @@ SEND_SHA = hashlib.sha1(SEND_SCRIPT).hexdigest()
 
 async def send(client: aioredis.Redis, messages: Sequence[tuple[str, bytes]]) -> list[str]:
     """XADD every (queue, message), one script call per stream; the entry ids in order."""
-    by_queue: dict[str, list[int]] = {}
-    for index, (queue, _) in enumerate(messages):
-        by_queue.setdefault(queue, []).append(index)
     ids: list[str] = [""] * len(messages)
-    for queue, indexes in by_queue.items():
+    for queue, indexes in _by_queue((queue, i) for i, (queue, _) in enumerate(messages)).items():
         args: list[str | bytes] = [stream_key(queue), *(messages[i][1] for i in indexes)]
         reply: Any
         try:
@@ -173,9 +172,9 @@ async def read(
     return found
 
 
-def _by_queue(entries: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
-    """Stream ids grouped by queue: one command per stream in a pipeline."""
-    grouped: dict[str, list[str]] = {}
+def _by_queue(entries: Iterable[tuple[str, T]]) -> dict[str, list[T]]:
+    """Stream ids (or message indexes) grouped by queue, in order: one command per stream."""
+    grouped: dict[str, list[T]] = {}
     for queue, stream_id in entries:
         grouped.setdefault(queue, []).append(stream_id)
     return grouped
