@@ -13,6 +13,7 @@ from taskforge import metrics
 from taskforge.api.app import create_app
 from taskforge.api.submitter import Submitter
 from tests.conftest import make_settings
+from tests.integration.helpers import job_values
 
 
 @pytest.fixture
@@ -84,23 +85,12 @@ async def test_one_key_in_one_batch_creates_once_and_flags_a_different_body(clie
 async def test_a_failed_insert_fails_every_request_it_carried(stores, clean):
     pool = await asyncpg.create_pool(stores.postgres_url, min_size=1, max_size=2)
     submitter = Submitter(pool)
-    values = {
-        "queue": "default",
-        "type": "ping",
-        "payload": {},
-        "priority": 0,
-        "max_attempts": 1,
-        "timeout_seconds": 1.0,
-        "run_at": None,
-        "delay_seconds": 0.0,
-        "idempotency_key": None,
-    }
-    stored = await submitter.submit(dict(values), None)
+    stored = await submitter.submit(job_values(), None)
     assert stored.created
     await pool.close()
     outcomes = await asyncio.wait_for(
         asyncio.gather(
-            *(submitter.submit(dict(values), None) for _ in range(20)), return_exceptions=True
+            *(submitter.submit(job_values(), None) for _ in range(20)), return_exceptions=True
         ),
         timeout=10,
     )
@@ -112,19 +102,8 @@ async def test_a_cancelled_flush_leaves_no_request_waiting(stores, clean):
     pool = await asyncpg.create_pool(stores.postgres_url, min_size=1, max_size=1)
     try:
         submitter = Submitter(pool)
-        values = {
-            "queue": "default",
-            "type": "ping",
-            "payload": {},
-            "priority": 0,
-            "max_attempts": 1,
-            "timeout_seconds": 1.0,
-            "run_at": None,
-            "delay_seconds": 0.0,
-            "idempotency_key": None,
-        }
         async with pool.acquire():  # the flusher now waits for the only connection
-            waiting = [asyncio.create_task(submitter.submit(dict(values), None)) for _ in range(5)]
+            waiting = [asyncio.create_task(submitter.submit(job_values(), None)) for _ in range(5)]
             await asyncio.sleep(0.05)
             for task in list(submitter._tasks):
                 task.cancel()
