@@ -45,9 +45,9 @@ MARK_QUEUED = (
     """
 WITH moved AS (
     UPDATE jobs j SET status = 'queued', stream_id = m.stream_id, updated_at = now()
-    FROM unnest($1::uuid[], $2::text[]) AS m(id, stream_id), jobs old
-    WHERE j.id = m.id AND old.id = m.id AND j.status IN ('pending', 'retrying')
-    RETURNING j.id, j.attempts, old.status AS from_status
+    FROM unnest($1::uuid[], $2::text[], $3::text[]) AS m(id, stream_id, from_status)
+    WHERE j.id = m.id AND j.status = m.from_status
+    RETURNING j.id, j.attempts, m.from_status
 ), ev AS (
     """
     + EVENTS_INSERT
@@ -107,9 +107,18 @@ async def seconds_until_next_due(conn: Any, paused: Sequence[str]) -> float | No
     return value
 
 
-async def mark_queued(conn: Any, ids: Sequence[uuid.UUID], stream_ids: Sequence[str]) -> int:
-    """Record that the locked rows now have stream entries; returns how many moved."""
-    rows = await conn.fetch(MARK_QUEUED, list(ids), list(stream_ids))
+async def mark_queued(conn: Any, due: Sequence[DueJob], stream_ids: Sequence[str]) -> int:
+    """Record that the locked rows now have stream entries; returns how many moved.
+
+    The rows are locked since :func:`select_due` read them, so the status it read is the
+    history row's ``from_status`` (no second read of each row).
+    """
+    rows = await conn.fetch(
+        MARK_QUEUED,
+        [job.id for job in due],
+        list(stream_ids),
+        [job.status.value for job in due],
+    )
     return len(rows)
 
 

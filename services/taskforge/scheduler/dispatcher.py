@@ -69,7 +69,7 @@ class Dispatcher:
                 if not due:
                     return 0
                 stream_ids = await self._send(due)
-                await lifecycle.mark_queued(conn, [job.id for job in due], stream_ids)
+                await lifecycle.mark_queued(conn, due, stream_ids)
         metrics.DISPATCH_BATCH.observe(len(due))
         for job in due:
             metrics.JOBS_DISPATCHED.labels(job.queue).inc()
