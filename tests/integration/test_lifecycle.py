@@ -14,7 +14,7 @@ async def _queue(pool, job_id, stream_id="1-0"):
     async with pool.acquire() as conn, conn.transaction():
         due = await lifecycle.select_due(conn, 10, [])
         assert [d.id for d in due] == [job_id]
-        await lifecycle.mark_queued(conn, [job_id], [stream_id])
+        await lifecycle.mark_queued(conn, due, [stream_id])
 
 
 async def test_claim_waits_for_a_dispatch_in_flight_instead_of_dropping_it(pool):
@@ -24,7 +24,7 @@ async def test_claim_waits_for_a_dispatch_in_flight_instead_of_dropping_it(pool)
     tx = dispatcher_conn.transaction()
     await tx.start()
     due = await lifecycle.select_due(dispatcher_conn, 10, [])
-    await lifecycle.mark_queued(dispatcher_conn, [due[0].id], ["5-0"])  # not committed yet
+    await lifecycle.mark_queued(dispatcher_conn, due[:1], ["5-0"])  # not committed yet
 
     async def worker_claim():
         async with pool.acquire() as conn:
@@ -37,6 +37,42 @@ async def test_claim_waits_for_a_dispatch_in_flight_instead_of_dropping_it(pool)
     await pool.release(dispatcher_conn)
     claimed = await asyncio.wait_for(claiming, 10)
     assert [c.id for c in claimed] == [job.id]
+
+
+async def test_claim_of_a_mixed_batch_claims_each_entry_once(pool):
+    """Committed entries are claimed at once; one still dispatching is waited for; a stale
+    one is refused; each claimed job gets exactly one running row in its history."""
+    ready = await submit(pool, "ping")
+    await _queue(pool, ready.id, "1-0")
+    stale = await submit(pool, "ping")
+    await _queue(pool, stale.id, "2-0")
+    late = await submit(pool, "ping")
+    dispatcher_conn = await pool.acquire()
+    tx = dispatcher_conn.transaction()
+    await tx.start()
+    due = await lifecycle.select_due(dispatcher_conn, 10, [])
+    await lifecycle.mark_queued(dispatcher_conn, due, ["3-0"])
+
+    async def worker_claim():
+        entries = [(ready.id, "1-0"), (late.id, "3-0"), (stale.id, "9-9")]
+        async with pool.acquire() as conn:
+            return await lifecycle.claim(conn, entries, "worker:w1", 30)
+
+    claiming = asyncio.create_task(worker_claim())
+    await asyncio.sleep(0.3)
+    assert not claiming.done()  # the committed entry alone does not end the claim
+    await tx.commit()
+    await pool.release(dispatcher_conn)
+    claimed = await asyncio.wait_for(claiming, 10)
+    assert sorted(c.id for c in claimed) == sorted([ready.id, late.id])
+    assert {c.id: c.attempt for c in claimed} == {ready.id: 1, late.id: 1}
+    async with pool.acquire() as conn:
+        running = await conn.fetch(
+            "SELECT job_id FROM job_events WHERE to_status = 'running' ORDER BY job_id"
+        )
+        stale_row = await lifecycle.get_job(conn, stale.id)
+    assert [r["job_id"] for r in running] == sorted([ready.id, late.id])
+    assert stale_row is not None and stale_row.status is Status.QUEUED
 
 
 async def test_claim_of_a_stale_stream_id_is_refused(pool):
