@@ -86,6 +86,9 @@ class Worker:
         backoff = 0.1
         try:
             while not stop.is_set():
+                # Once per turn of the loop, not per job: a gauge set per queue per job
+                # cost more than the no-op job itself.
+                self._utilization()
                 for side in sides:
                     if side.done():
                         raise RuntimeError(f"worker side task {side.get_name()} died") from (
@@ -256,7 +259,6 @@ class Worker:
             )
         self.running.pop(job.id, None)
         self._slot_free.set()
-        self._utilization()
 
     async def _call(
         self, handler: object, ctx: JobContext, job: ClaimedJob, timeout: float

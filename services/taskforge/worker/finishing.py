@@ -116,6 +116,8 @@ class Finisher:
             if dead:
                 await self._notify_dead(dead)
             # The span has ended by now: its ids come along so the line joins the trace.
+            if not log.isEnabledFor(logging.INFO):
+                continue  # building a log record's fields per job costs as much as a job
             trace_ids = {f.outcome.job_id: f.extra for f in batch}
             for finished in done:
                 log.info(
