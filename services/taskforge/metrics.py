@@ -122,3 +122,19 @@ class JobSeries:
 def job_series(queue: str, type_: str) -> JobSeries:
     """Cached :class:`JobSeries` (bounded: job types are few; the cache caps a flood)."""
     return JobSeries(queue, type_)
+
+
+@functools.lru_cache(maxsize=1024)
+def http_series(method: str, route: str, status: int) -> tuple[Any, Any]:
+    """Cached (request counter, latency histogram) children of one route and status.
+
+    Routes are templates, so the label sets are few; resolving them per request was about
+    a twentieth of the api's CPU per single submit.
+    """
+    return HTTP_REQUESTS.labels(method, route, str(status)), HTTP_LATENCY.labels(method, route)
+
+
+@functools.lru_cache(maxsize=4096)
+def submitted(queue: str) -> Any:
+    """The cached ``taskforge_jobs_submitted_total`` child of a queue."""
+    return JOBS_SUBMITTED.labels(queue)

@@ -119,7 +119,7 @@ async def submit_batch(request: web.Request) -> web.Response:
             result["job"] = outcome.job.to_json()
         results.append(result)
     for queue, count in created_per_queue.items():
-        metrics.JOBS_SUBMITTED.labels(queue).inc(count)
+        metrics.submitted(queue).inc(count)
     return json_response({"results": results, **tally}, status=202 if tally["created"] else 200)
 
 

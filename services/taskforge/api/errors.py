@@ -149,8 +149,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
     finally:
         elapsed = time.perf_counter() - started
-        metrics.HTTP_REQUESTS.labels(request.method, route_name, str(status)).inc()
-        metrics.HTTP_LATENCY.labels(request.method, route_name).observe(elapsed)
+        requests, latency = metrics.http_series(request.method, route_name, status)
+        requests.inc()
+        latency.observe(elapsed)
 
 
 def _store_down(exc: BaseException) -> str | None:

@@ -58,7 +58,7 @@ async def submit_job(request: web.Request) -> web.Response:
                 {"job_id": str(job.id)},
             )
         return json_response(job.to_json(), status=200, headers={"Location": f"/v1/jobs/{job.id}"})
-    metrics.JOBS_SUBMITTED.labels(job.queue).inc()
+    metrics.submitted(job.queue).inc()
     request.app[NOTIFIER].poke()
     return json_response(job.to_json(), status=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
