@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""taskforge's drain throughput as a ratio of a peer's, the two alternated on one machine.
+
+A shared VM's speed drifts by a quarter between minutes, so a taskforge figure and a peer
+figure taken apart cannot be compared. Each round here runs, back to back on the same
+PostgreSQL server and Redis:
+
+* ``taskforge bench --embedded --scenarios batch`` (api, scheduler, workers and reaper as
+  separate processes, jobs submitted through ``/v1/jobs/batch``) on a fresh database
+  ``--database`` of that server and a flushed Redis db (``--redis-url``: give it a db index
+  of its own, it is emptied before each round);
+* ``bench/peers/pgqueuer_drain.py --repeat 1`` (its own database on the same server).
+
+Rounds alternate which system goes first. The report holds each round's pair and ratio,
+each system's median, and the ratio of the medians. JSON on stdout; progress on stderr.
+
+Needs pgqueuer installed (``make bench-peers`` does it; ``make bench-compare`` runs this).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import redis
+
+HERE = Path(__file__).resolve().parent
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--postgres-url",
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        help="an admin URL of the server both systems use (databases are created there)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default="redis://127.0.0.1:6379/14",
+        help="taskforge's Redis; its db is FLUSHED before every round",
+    )
+    parser.add_argument("--database", default="taskforge_compare", help="taskforge's database")
+    parser.add_argument("--jobs", type=int, default=20000)
+    parser.add_argument("--workers", type=int, default=2, help="worker processes of each system")
+    parser.add_argument("--rounds", type=int, default=3)
+    return parser.parse_args(argv)
+
+
+def log(message: str) -> None:
+    print(f"compare: {message}", file=sys.stderr, flush=True)
+
+
+def with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+async def recreate(admin_url: str, database: str, create: bool = True) -> None:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        if create:
+            await conn.execute(f'CREATE DATABASE "{database}"')
+    finally:
+        await conn.close()
+
+
+def run_json(command: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """Run a benchmark command; its stdout is one JSON document."""
+    done = subprocess.run(command, env=env, stdout=subprocess.PIPE, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:4])} ... exited {done.returncode}")
+    document: dict[str, Any] = json.loads(done.stdout)
+    return document
+
+
+def taskforge_round(args: argparse.Namespace) -> float:
+    asyncio.run(recreate(args.postgres_url, args.database))
+    redis.Redis.from_url(args.redis_url).flushdb()
+    env = {
+        **os.environ,
+        "TASKFORGE_POSTGRES_URL": with_database(args.postgres_url, args.database),
+        "TASKFORGE_REDIS_URL": args.redis_url,
+    }
+    command = [sys.executable, "-m", "taskforge", "bench", "--embedded", "--json"]
+    command += ["--workers", str(args.workers), "--scenarios", "batch", "--jobs", str(args.jobs)]
+    result = run_json(command, env)["results"][0]
+    if result["completed"] != args.jobs:
+        raise RuntimeError(f"taskforge completed {result['completed']} of {args.jobs} jobs")
+    return float(result["drain_throughput"])
+
+
+def peer_round(args: argparse.Namespace) -> float:
+    command = [sys.executable, str(HERE / "pgqueuer_drain.py"), "--repeat", "1"]
+    command += ["--postgres-url", args.postgres_url]
+    command += ["--jobs", str(args.jobs), "--workers", str(args.workers)]
+    return float(run_json(command, dict(os.environ))["drain_throughput"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    rounds: list[dict[str, float]] = []
+    try:
+        for index in range(args.rounds):
+            # Alternate who goes first: a drift within a round then favours neither.
+            order = ("taskforge", "pgqueuer") if index % 2 == 0 else ("pgqueuer", "taskforge")
+            figures: dict[str, float] = {}
+            for system in order:
+                run = taskforge_round if system == "taskforge" else peer_round
+                figures[system] = run(args)
+                log(f"round {index + 1}/{args.rounds}: {system} {figures[system]:,.0f} jobs/s")
+            figures["ratio"] = round(figures["taskforge"] / figures["pgqueuer"], 3)
+            rounds.append(figures)
+    except (OSError, RuntimeError, ValueError, asyncpg.PostgresError, redis.RedisError) as exc:
+        log(f"failed: {exc}")
+        return 1
+    finally:
+        asyncio.run(recreate(args.postgres_url, args.database, create=False))
+    ours = statistics.median(r["taskforge"] for r in rounds)
+    theirs = statistics.median(r["pgqueuer"] for r in rounds)
+    document = {
+        "jobs": args.jobs,
+        "workers": args.workers,
+        "rounds": rounds,
+        "taskforge_median": ours,
+        "pgqueuer_median": theirs,
+        "ratio_of_medians": round(ours / theirs, 3),
+        "machine": {"cpus": os.cpu_count()},
+    }
+    print(json.dumps(document, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
