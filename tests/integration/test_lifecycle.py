@@ -7,7 +7,7 @@ import asyncio
 from taskforge import lifecycle
 from taskforge.jobs import Status
 from taskforge.lifecycle import Outcome
-from tests.integration.helpers import submit
+from tests.integration.helpers import job_values, submit
 
 
 async def _queue(pool, job_id, stream_id="1-0"):
@@ -176,3 +176,29 @@ async def test_planner_stats_are_refreshed_when_the_jobs_table_grows(pool):
         await conn.execute("SELECT pg_stat_force_next_flush()")
         assert await lifecycle.refresh_planner_stats(conn, min_rows=100) is True
         assert await lifecycle.refresh_planner_stats(conn, min_rows=100) is False  # analyzed
+
+
+async def test_a_batch_insert_wakes_the_dispatcher_at_its_commit_only_when_a_job_is_due(pool):
+    """The api sends no NOTIFY of its own after a submit: the insert carries it."""
+    wakes: asyncio.Queue[str] = asyncio.Queue()
+
+    def on_wake(_conn, _pid, channel, _payload):
+        wakes.put_nowait(channel)
+
+    listener = await pool.acquire()
+    await listener.add_listener("taskforge_jobs", on_wake)
+    try:
+        async with pool.acquire() as conn:
+            await lifecycle.submit_batch(conn, [job_values(delay_seconds=3600)], [None])
+            await asyncio.sleep(0.3)
+            assert wakes.empty()  # nothing due: the dispatcher has nothing to do
+            async with conn.transaction():
+                await lifecycle.submit_batch(conn, [job_values(), job_values()], [None, None])
+                await asyncio.sleep(0.3)
+                assert wakes.empty()  # not before the rows are visible
+        assert await asyncio.wait_for(wakes.get(), 5) == "taskforge_jobs"
+        await asyncio.sleep(0.3)
+        assert wakes.empty()  # one wake-up per insert, not one per row
+    finally:
+        await listener.remove_listener("taskforge_jobs", on_wake)
+        await pool.release(listener)

@@ -94,7 +94,6 @@ async def submit_batch(request: web.Request) -> web.Response:
             outcomes = await lifecycle.submit_batch(
                 conn, specs, hashes, created.traceparent, created.tracestate
             )
-    request.app[NOTIFIER].poke()
     results: list[dict[str, Any]] = []
     tally = {"created": 0, "existing": 0, "conflict": 0}
     created_per_queue: dict[str, int] = {}

@@ -9,7 +9,6 @@ from aiohttp import web
 from taskforge import lifecycle, metrics, spans
 from taskforge.api.errors import ApiError
 from taskforge.api.keys import TRACEPARENT, TRACESTATE
-from taskforge.api.notifier import NOTIFIER
 from taskforge.api.responses import json_response
 from taskforge.api.submitter import SUBMITTER
 from taskforge.api.validation import (
@@ -59,7 +58,6 @@ async def submit_job(request: web.Request) -> web.Response:
             )
         return json_response(job.to_json(), status=200, headers={"Location": f"/v1/jobs/{job.id}"})
     metrics.submitted(job.queue).inc()
-    request.app[NOTIFIER].poke()
     return json_response(job.to_json(), status=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
 

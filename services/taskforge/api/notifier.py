@@ -1,9 +1,9 @@
-"""Wakes the dispatcher after inserts without a NOTIFY in every insert's transaction.
+"""Wakes the dispatcher after actions that make jobs due: retry, replay, resume, cap changes.
 
-A NOTIFY takes a database-wide lock at commit, which serializes committing transactions and
-cost the api two thirds of its insert rate (measured: 2,400 → 860 inserts/s at concurrency 16).
-Instead the api pokes this notifier after a commit; one connection sends the NOTIFYs, at most
-one at a time, so any number of inserts in flight coalesce into one wake-up.
+Submits carry their own NOTIFY in the insert statement (one per batch; see
+:data:`taskforge.lifecycle.admin.INSERT_BATCH`). Everything else pokes this notifier after its
+commit; one connection sends the NOTIFYs, at most one at a time, so any number of pokes in
+flight coalesce into one wake-up (a NOTIFY takes a database-wide lock at commit).
 """
 
 from __future__ import annotations

@@ -137,8 +137,12 @@ WITH ins AS (
 ), ev AS (
     {_EVENTS}
     SELECT id, NULL, 'pending', 0, 'api', NULL FROM ins
+), wake AS (
+    -- Wake the dispatcher when this commits, if anything is due now: a NOTIFY of its own
+    -- after the commit was one more round trip on the way from submit to start.
+    SELECT pg_notify('taskforge_jobs', '') FROM ins WHERE ins.run_at <= now() LIMIT 1
 )
-SELECT * FROM ins
+SELECT ins.* FROM ins LEFT JOIN wake ON true
 """
 
 SELECT_BY_KEYS = "SELECT * FROM jobs WHERE idempotency_key = ANY($1::text[])"
