@@ -166,3 +166,38 @@ async def test_stale_entry_is_acked_without_running(
     assert done[job.id].attempts == 1  # ran once, through its real dispatch
     pending = await redis_client.xpending(streams.stream_key("default"), streams.GROUP)
     assert pending["pending"] == 0
+
+
+async def test_worker_metrics_count_every_attempt_and_outcome(pool, redis_client, settings):
+    """Counted per batch and job type, they still add up to one per attempt."""
+    from prometheus_client import REGISTRY
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, {"queue": "default", **labels}) or 0.0
+
+    def snapshot() -> dict[str, float]:
+        return {
+            "attempts": value("taskforge_job_attempts_total", type="ping"),
+            "success": value("taskforge_job_success_total", type="ping"),
+            "runtime": value("taskforge_job_runtime_seconds_count", type="ping"),
+            "waited": value("taskforge_job_time_in_queue_seconds_count"),
+            "timeouts": value("taskforge_job_failure_total", type="sleep", outcome="dead"),
+            "sleep_runtime": value("taskforge_job_runtime_seconds_count", type="sleep"),
+        }
+
+    before = snapshot()
+    ok = [await submit(pool, "ping", payload={"n": i}) for i in range(30)]
+    slow = await submit(pool, "sleep", payload={"seconds": 5}, timeout_seconds=0.1, max_attempts=1)
+    async with running_pipeline(pool, redis_client, settings):
+        await wait_terminal(pool, [job.id for job in [*ok, slow]])
+        await asyncio.sleep(0.2)  # the finisher counts right after it records
+    after = snapshot()
+    delta = {key: after[key] - before[key] for key in before}
+    assert delta == {
+        "attempts": 30,
+        "success": 30,
+        "runtime": 30,
+        "waited": 31,
+        "timeouts": 1,
+        "sleep_runtime": 1,
+    }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import traceback
 import uuid
@@ -40,7 +41,9 @@ class Running:
     job: ClaimedJob
     task: asyncio.Task[None] | None = None
     lease_deadline: float = 0.0
-    cancel_reason: str | None = None
+    timeout: float = 0.0  # the handler's, in seconds
+    timeout_at: float = math.inf  # monotonic time the timeout sweep stops the handler
+    cancel_reason: str | None = None  # cancel, shutdown, lease or timeout
     headers: dict[str, str] | None = None  # the stream entry's (trace context)
 
 
@@ -82,7 +85,8 @@ class Worker:
         finisher = asyncio.create_task(self.finisher.run(), name="finisher")
         heartbeat = asyncio.create_task(self.leases.run(), name="heartbeat")
         canceller = asyncio.create_task(self.leases.listen_for_cancels(), name="cancel-listener")
-        sides = {finisher, heartbeat, canceller}
+        timeouts = asyncio.create_task(self.leases.enforce_timeouts(), name="timeouts")
+        sides = {finisher, heartbeat, canceller, timeouts}
         backoff = 0.1
         try:
             while not stop.is_set():
@@ -193,13 +197,19 @@ class Worker:
                 stale.append((queue, stream_id))
                 metrics.STALE_ENTRIES.labels(queue).inc()
         now = time.time()
+        # Metrics per batch and job type, not per job (see metrics.observe_many).
+        waited: dict[tuple[str, str], list[float]] = {}
         for job in claimed:
-            series = metrics.job_series(job.queue, job.type)
-            series.attempts.inc()
-            series.time_in_queue.observe(max(now - job.run_at.timestamp(), 0.0))
+            waited.setdefault((job.queue, job.type), []).append(
+                max(now - job.run_at.timestamp(), 0.0)
+            )
             running = Running(job, lease_deadline=deadline, headers=headers.get(job.stream_id))
             self.running[job.id] = running
             running.task = asyncio.create_task(self._execute(running), name=f"job:{job.id}")
+        for (queue, job_type), waits in waited.items():
+            series = metrics.job_series(queue, job_type)
+            series.attempts.inc(len(waits))
+            metrics.observe_many(series.time_in_queue, waits)
         self._utilization()
         if stale:
             # After the claimed jobs started: a Redis error here must not orphan them. An
@@ -242,39 +252,34 @@ class Worker:
                         job.stream_id,
                         logger,
                     )
-                    timeout = handler.timeout or job.timeout_seconds
-                    outcome = await self._call(handler, ctx, job, timeout)
+                    running.timeout = handler.timeout or job.timeout_seconds
+                    running.timeout_at = started + running.timeout
+                    outcome = await self._call(handler, ctx, job)
             except asyncio.CancelledError:
                 outcome = self._on_cancel(running)
             spans.processed(span, outcome, running.cancel_reason)
-        series = metrics.job_series(job.queue, job.type)
-        series.runtime.observe(time.monotonic() - started)
-        if outcome is not None:
-            if outcome.status is Status.COMPLETED:
-                series.success.inc()
-            else:
-                series.failure(outcome.status.value).inc()
+        runtime = time.monotonic() - started
+        if outcome is None:
+            metrics.job_series(job.queue, job.type).runtime.observe(runtime)
+        else:
+            # Outcome and runtime are counted when the finisher has recorded the batch.
             self.finisher.add(
-                FinishItem(outcome, job.queue, job.stream_id, job, extra=spans.log_ids(span))
+                FinishItem(
+                    outcome, job.queue, job.stream_id, job, spans.log_ids(span), runtime=runtime
+                )
             )
         self.running.pop(job.id, None)
         self._slot_free.set()
 
-    async def _call(
-        self, handler: object, ctx: JobContext, job: ClaimedJob, timeout: float
-    ) -> Outcome:
+    async def _call(self, handler: object, ctx: JobContext, job: ClaimedJob) -> Outcome:
         assert callable(handler)
         try:
-            # asyncio.timeout, unlike wait_for, adds no task per job (3.11).
-            async with asyncio.timeout(timeout):
-                result = await handler(ctx, job.payload)
+            # The timeout is the sweep's (LeaseKeeper.enforce_timeouts): it cancels the task.
+            result = await handler(ctx, job.payload)
         except Retry as exc:
             return self._failed(job, f"Retry: {exc}", exc.delay)
         except Fail as exc:
             return self._dead(job, f"Fail: {exc}")
-        except TimeoutError as exc:
-            spans.record_error(exc)
-            return self._failed(job, f"timed out after {timeout:g}s")
         except Exception as exc:
             spans.record_error(exc)
             frames = traceback.format_exception(exc, limit=-3)
@@ -299,6 +304,10 @@ class Worker:
 
     def _on_cancel(self, running: Running) -> Outcome | None:
         job = running.job
+        if running.cancel_reason == "timeout":
+            message = f"timed out after {running.timeout:g}s"
+            spans.record_error(TimeoutError(message))
+            return self._failed(job, message)
         if running.cancel_reason == "cancel":
             return Outcome(job.id, job.attempt, Status.CANCELLED, error="cancelled on request")
         if running.cancel_reason == "shutdown":
@@ -307,7 +316,7 @@ class Worker:
         return None
 
     def cancel(self, job_id: uuid.UUID, reason: str) -> bool:
-        """Cancel a running job's handler; ``reason`` is cancel, shutdown or lease."""
+        """Cancel a running job's handler; ``reason`` is cancel, shutdown, lease or timeout."""
         running = self.running.get(job_id)
         if running is None or running.task is None or running.task.done():
             return False

@@ -18,7 +18,7 @@ import asyncpg
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from taskforge import lifecycle, streams
+from taskforge import lifecycle, metrics, streams
 from taskforge.jobs import Status
 from taskforge.lifecycle import ClaimedJob, Outcome
 
@@ -37,6 +37,7 @@ class FinishItem:
     stream_id: str
     job: ClaimedJob | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    runtime: float | None = None  # the handler's seconds, for the runtime histogram
 
 
 class Finisher:
@@ -112,6 +113,7 @@ class Finisher:
                 continue
             self._recording = 0
             self._on_recorded()
+            count_outcomes(batch)
             dead = [d for d in done if d.status is Status.DEAD]
             if dead:
                 await self._notify_dead(dead)
@@ -175,3 +177,22 @@ class Finisher:
             except STORE_ERRORS as exc:
                 self._on_error("shutdown", exc, 0.5)
                 await asyncio.sleep(0.5)
+
+
+def count_outcomes(batch: list[FinishItem]) -> None:
+    """Outcome counters and the runtime histogram, one update per job type and batch."""
+    by_series: dict[tuple[str, str], list[FinishItem]] = {}
+    for item in batch:
+        if item.job is not None:
+            by_series.setdefault((item.queue, item.job.type), []).append(item)
+    for (queue, job_type), items in by_series.items():
+        series = metrics.job_series(queue, job_type)
+        metrics.observe_many(series.runtime, [i.runtime for i in items if i.runtime is not None])
+        failures: dict[str, int] = {}
+        for item in items:
+            failures[item.outcome.status.value] = failures.get(item.outcome.status.value, 0) + 1
+        completed = failures.pop(Status.COMPLETED.value, 0)
+        if completed:
+            series.success.inc(completed)
+        for outcome, count in failures.items():
+            series.failure(outcome).inc(count)

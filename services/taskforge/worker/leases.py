@@ -1,4 +1,5 @@
-"""Keeping leases: the heartbeat that renews them and the listener for cancel requests.
+"""Watching running jobs: the heartbeat that renews leases, the listener for cancel requests,
+and the sweep that stops handlers past their timeout.
 
 A claimed job holds a lease in PostgreSQL. The heartbeat renews every running job's lease in
 one statement and resets their stream idle time, so a long job is never taken for one whose
@@ -21,6 +22,11 @@ if TYPE_CHECKING:
     from taskforge.worker.consumer import Running, Worker
 
 log = logging.getLogger("taskforge.worker")
+
+# Handler timeouts are enforced by one sweep this often, not a timer per job: a timer armed
+# and cancelled for every job was a tenth of a worker's CPU per no-op job. A handler is
+# stopped at most this much after its timeout.
+TIMEOUT_SWEEP_SECONDS = 0.05
 
 
 class LeaseKeeper:
@@ -64,6 +70,15 @@ class LeaseKeeper:
             return  # not a job id: nothing of ours
         if self.worker.cancel(job_id, "cancel"):
             log.info("cancelling job", extra={"action": "job.cancel", "job_id": str(job_id)})
+
+    async def enforce_timeouts(self) -> None:
+        """Cancel every handler that has run past its timeout (reason ``timeout``)."""
+        while True:
+            await asyncio.sleep(TIMEOUT_SWEEP_SECONDS)
+            now = time.monotonic()
+            for running in list(self.worker.running.values()):
+                if running.timeout_at <= now and running.cancel_reason is None:
+                    self.worker.cancel(running.job.id, "timeout")
 
     async def run(self) -> None:
         """Renew leases and reset stream idle time of everything running, in one round each."""
