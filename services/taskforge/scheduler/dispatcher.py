@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 
 import asyncpg
@@ -71,8 +72,8 @@ class Dispatcher:
                 stream_ids = await self._send(due)
                 await lifecycle.mark_queued(conn, due, stream_ids)
         metrics.DISPATCH_BATCH.observe(len(due))
-        for job in due:
-            metrics.JOBS_DISPATCHED.labels(job.queue).inc()
+        for queue, count in Counter(job.queue for job in due).items():
+            metrics.JOBS_DISPATCHED.labels(queue).inc(count)
         return len(due)
 
     async def _send(self, due: Sequence[DueJob]) -> list[str]:
