@@ -12,6 +12,7 @@ Split by who drives the transitions:
 - :mod:`.queues` — queue stats, pause/resume, concurrency caps (api, scheduler)
 - :mod:`.schedules` — cron schedules (api, scheduler)
 - :mod:`.rescue` — rescue of jobs whose worker or stream entry was lost; retention (reaper)
+- :mod:`.maintenance` — VACUUM of jobs where the server's autovacuum is off (reaper)
 """
 
 from taskforge.lifecycle import (
@@ -20,6 +21,7 @@ from taskforge.lifecycle import (
     core,
     dispatch,
     listing,
+    maintenance,
     queues,
     rescue,
     schedules,
@@ -29,6 +31,7 @@ from taskforge.lifecycle.attempts import *  # noqa: F403
 from taskforge.lifecycle.core import *  # noqa: F403
 from taskforge.lifecycle.dispatch import *  # noqa: F403
 from taskforge.lifecycle.listing import *  # noqa: F403
+from taskforge.lifecycle.maintenance import *  # noqa: F403
 from taskforge.lifecycle.queues import *  # noqa: F403
 from taskforge.lifecycle.rescue import *  # noqa: F403
 from taskforge.lifecycle.schedules import *  # noqa: F403
@@ -41,5 +44,6 @@ __all__ = [
     *listing.__all__,
     *queues.__all__,
     *rescue.__all__,
+    *maintenance.__all__,
     *schedules.__all__,
 ]

@@ -1,6 +1,7 @@
 """``taskforge reaper``: reclaim rounds every ``TASKFORGE_REAPER_INTERVAL`` and upkeep
 (retention, trimming, consumer cleanup) every ``UPKEEP_INTERVAL``, as one aiohttp app (ops
-port only). Several replicas may run: every step is safe to run concurrently.
+port only); beside them, the VACUUM of jobs where autovacuum is off (:mod:`.vacuum`). Several
+replicas may run: every step is safe to run concurrently.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from taskforge import metrics, resources
 from taskforge.config import Settings
 from taskforge.reaper.reclaim import Reclaimer
 from taskforge.reaper.upkeep import upkeep_once
+from taskforge.reaper.vacuum import vacuum_loop
 from taskforge.resources import POOL, REDIS, SETTINGS, wait_first
 
 log = logging.getLogger("taskforge.reaper")
@@ -60,6 +62,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(resources.postgres_ctx)
     app.cleanup_ctx.append(resources.redis_ctx)
     app.cleanup_ctx.append(resources.background("reaper", reap))
+    app.cleanup_ctx.append(resources.background("vacuum", vacuum_loop))
     return app
 
 
