@@ -5,7 +5,7 @@ row versions and their index entries. Autovacuum clears them (migration 0007 tun
 ``jobs``); with ``autovacuum = off`` on the server nothing does, and the dispatcher's due-rows
 scans wade through every dead entry of every job ever dispatched. Measured on a server with
 autovacuum off: after 120k jobs, PostgreSQL spent 5.8 ms of CPU per job at 100 jobs/s instead
-of 2.5. The reaper then vacuums ``jobs`` itself (:mod:`taskforge.reaper.vacuum`).
+of 3.2 once vacuumed. The reaper then vacuums ``jobs`` itself (:mod:`taskforge.reaper.vacuum`).
 """
 
 from __future__ import annotations
