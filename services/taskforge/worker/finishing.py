@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -188,11 +189,9 @@ def count_outcomes(batch: list[FinishItem]) -> None:
     for (queue, job_type), items in by_series.items():
         series = metrics.job_series(queue, job_type)
         metrics.observe_many(series.runtime, [i.runtime for i in items if i.runtime is not None])
-        failures: dict[str, int] = {}
-        for item in items:
-            failures[item.outcome.status.value] = failures.get(item.outcome.status.value, 0) + 1
-        completed = failures.pop(Status.COMPLETED.value, 0)
+        by_status = Counter(item.outcome.status for item in items)
+        completed = by_status.pop(Status.COMPLETED, 0)
         if completed:
             series.success.inc(completed)
-        for outcome, count in failures.items():
-            series.failure(outcome).inc(count)
+        for status, count in by_status.items():
+            series.failure(status.value).inc(count)
