@@ -178,7 +178,7 @@ async def test_planner_stats_are_refreshed_when_the_jobs_table_grows(pool):
         assert await lifecycle.refresh_planner_stats(conn, min_rows=100) is False  # analyzed
 
 
-async def test_a_batch_insert_wakes_the_dispatcher_at_its_commit_only_when_a_job_is_due(pool):
+async def test_a_batch_insert_wakes_the_dispatcher_once_at_its_commit(pool):
     """The api sends no NOTIFY of its own after a submit: the insert carries it."""
     wakes: asyncio.Queue[str] = asyncio.Queue()
 
@@ -189,16 +189,16 @@ async def test_a_batch_insert_wakes_the_dispatcher_at_its_commit_only_when_a_job
     await listener.add_listener("taskforge_jobs", on_wake)
     try:
         async with pool.acquire() as conn:
-            await lifecycle.submit_batch(conn, [job_values(delay_seconds=3600)], [None])
-            await asyncio.sleep(0.3)
-            assert wakes.empty()  # nothing due: the dispatcher has nothing to do
             async with conn.transaction():
                 await lifecycle.submit_batch(conn, [job_values(), job_values()], [None, None])
                 await asyncio.sleep(0.3)
                 assert wakes.empty()  # not before the rows are visible
-        assert await asyncio.wait_for(wakes.get(), 5) == "taskforge_jobs"
-        await asyncio.sleep(0.3)
-        assert wakes.empty()  # one wake-up per insert, not one per row
+            assert await asyncio.wait_for(wakes.get(), 5) == "taskforge_jobs"
+            await asyncio.sleep(0.3)
+            assert wakes.empty()  # one wake-up per insert, not one per row
+            # A delayed job wakes it too: the dispatcher must learn when to look next.
+            await lifecycle.submit_batch(conn, [job_values(delay_seconds=3600)], [None])
+            assert await asyncio.wait_for(wakes.get(), 5) == "taskforge_jobs"
     finally:
         await listener.remove_listener("taskforge_jobs", on_wake)
         await pool.release(listener)

@@ -201,3 +201,25 @@ async def test_worker_metrics_count_every_attempt_and_outcome(pool, redis_client
         "timeouts": 1,
         "sleep_runtime": 1,
     }
+
+
+async def test_a_job_delayed_less_than_the_poll_interval_starts_on_time(
+    pool, redis_client, settings
+):
+    """The insert's NOTIFY tells a sleeping dispatcher when the delayed job is due."""
+    from dataclasses import replace
+
+    from taskforge.lifecycle import submit_batch
+    from tests.integration.helpers import job_values
+
+    slow_poll = replace(settings, poll_interval=30.0)
+    async with running_pipeline(pool, redis_client, slow_poll):
+        await asyncio.sleep(0.5)  # the dispatcher has looked once and sleeps
+        async with pool.acquire() as conn:
+            [stored] = await submit_batch(conn, [job_values(delay_seconds=1.0)], [None])
+        done = await wait_terminal(pool, [stored.job.id], timeout=10)
+    job = done[stored.job.id]
+    assert job.status is Status.COMPLETED
+    assert job.started_at is not None
+    late = (job.started_at - job.run_at).total_seconds()
+    assert late < 1.0, f"started {late:.2f}s after it was due (poll interval 30s)"

@@ -138,9 +138,10 @@ WITH ins AS (
     {_EVENTS}
     SELECT id, NULL, 'pending', 0, 'api', NULL FROM ins
 ), wake AS (
-    -- Wake the dispatcher when this commits, if anything is due now: a NOTIFY of its own
-    -- after the commit was one more round trip on the way from submit to start.
-    SELECT pg_notify('taskforge_jobs', '') FROM ins WHERE ins.run_at <= now() LIMIT 1
+    -- Wake the dispatcher when this commits: a NOTIFY of its own after the commit was one
+    -- more round trip on the way from submit to start. Delayed jobs wake it too, so that it
+    -- sleeps until their due time rather than until its next poll.
+    SELECT pg_notify('taskforge_jobs', '') FROM ins LIMIT 1
 )
 SELECT ins.* FROM ins LEFT JOIN wake ON true
 """
