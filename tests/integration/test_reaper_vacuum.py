@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import asyncpg
 
 from taskforge import lifecycle
@@ -69,3 +71,26 @@ async def test_where_autovacuum_runs_the_reaper_never_vacuums(pool):
         assert not lifecycle.needs_vacuum(state, min_dead=0, dead_fraction=0.0)
     many_dead = lifecycle.JobsTableState(autovacuum=True, live=10, dead=10**9)
     assert not lifecycle.needs_vacuum(many_dead)
+
+
+async def test_a_role_that_does_not_own_jobs_does_not_try_to_vacuum(pool, stores):
+    """VACUUM by a non-owner only warns in PostgreSQL's log: the reaper says why, once."""
+    role = f"taskforge_test_reader_{uuid.uuid4().hex[:8]}"  # roles are cluster-wide
+    async with pool.acquire() as conn:
+        await conn.execute(f"CREATE ROLE {role} LOGIN")
+        await conn.execute(f"GRANT SELECT ON jobs TO {role}")
+        await conn.execute("ALTER TABLE jobs SET (autovacuum_enabled = false)")
+    try:
+        await _churn(pool, jobs=400)
+        reader = await asyncpg.connect(stores.postgres_url, user=role)
+        try:
+            state = await lifecycle.jobs_table_state(reader)
+        finally:
+            await reader.close()
+        assert state is not None and not state.owner and lifecycle.needs_vacuum(state)
+        assert (await _state(pool)).owner
+    finally:
+        async with pool.acquire() as conn:
+            await conn.execute("ALTER TABLE jobs RESET (autovacuum_enabled)")
+            await conn.execute(f"REVOKE ALL ON jobs FROM {role}")
+            await conn.execute(f"DROP ROLE {role}")

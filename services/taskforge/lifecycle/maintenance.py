@@ -22,7 +22,8 @@ VACUUM_LOCK_KEY = 0x7466_7661  # "tfva"
 JOBS_TABLE_STATE = """
 SELECT current_setting('autovacuum')::bool AS autovacuum,
        COALESCE(c.reloptions, '{}') @> ARRAY['autovacuum_enabled=false'] AS table_disabled,
-       s.n_live_tup AS live, s.n_dead_tup AS dead
+       s.n_live_tup AS live, s.n_dead_tup AS dead,
+       pg_has_role(current_user, c.relowner, 'MEMBER') AS owner
 FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
 WHERE s.relid = 'jobs'::regclass
 """
@@ -30,11 +31,13 @@ WHERE s.relid = 'jobs'::regclass
 
 @dataclass(frozen=True)
 class JobsTableState:
-    """Whether autovacuum looks after ``jobs``, and its live and dead row counts."""
+    """Whether autovacuum looks after ``jobs``, its live and dead row counts, and whether
+    this role may VACUUM it (only the table's owner may)."""
 
     autovacuum: bool
     live: int
     dead: int
+    owner: bool = True
 
 
 async def jobs_table_state(conn: Any) -> JobsTableState | None:
@@ -46,6 +49,7 @@ async def jobs_table_state(conn: Any) -> JobsTableState | None:
         autovacuum=row["autovacuum"] and not row["table_disabled"],
         live=row["live"],
         dead=row["dead"],
+        owner=row["owner"],
     )
 
 

@@ -35,9 +35,15 @@ class JobsVacuum:
             if not self.warned:
                 self.warned = True
                 log.warning(
-                    "autovacuum is off for the jobs table; the reaper vacuums it itself",
-                    extra={"action": "reaper.vacuum.autovacuum_off"},
+                    "autovacuum is off for the jobs table; the reaper vacuums it itself"
+                    if state.owner
+                    else "autovacuum is off for the jobs table and this role does not own it, "
+                    "so the reaper cannot vacuum it: turn autovacuum on, or run the reaper "
+                    "as the table's owner (the role that ran the migrations)",
+                    extra={"action": "reaper.vacuum.autovacuum_off", "owner": state.owner},
                 )
+            if not state.owner:
+                return None
             seconds = await lifecycle.vacuum_jobs(conn)
         if seconds is not None:
             log.info(
