@@ -11,23 +11,22 @@ import asyncio
 import logging
 import math
 import time
-import traceback
 import uuid
 from dataclasses import dataclass
 
 import asyncpg
-import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from taskforge import lifecycle, metrics, spans, streams
 from taskforge.config import Settings
-from taskforge.jobs import Status, backoff_delay
+from taskforge.jobs import Status
 from taskforge.lifecycle import ClaimedJob, Outcome
 from taskforge.resources import wait_first
+from taskforge.worker import outcomes
 from taskforge.worker.finishing import STORE_ERRORS, Finisher, FinishItem
 from taskforge.worker.leases import LeaseKeeper
-from taskforge.worker.registry import Fail, JobContext, JobLogger, Registry, Retry
+from taskforge.worker.registry import JobContext, JobLogger, Registry
 
 log = logging.getLogger("taskforge.worker")
 
@@ -237,10 +236,8 @@ class Worker:
         with spans.process(job, running.headers, self.name) as span:
             try:
                 if handler is None:
-                    outcome = self._dead(
-                        job,
-                        f"no handler registered for job type {job.type!r} on queue {job.queue!r}; "
-                        "register it with @registry.job in a module named by TASKFORGE_HANDLERS",
+                    outcome = outcomes.dead(
+                        job, outcomes.NO_HANDLER.format(type=job.type, queue=job.queue)
                     )
                 else:
                     ctx = JobContext(
@@ -253,8 +250,11 @@ class Worker:
                         logger,
                     )
                     running.timeout = handler.timeout or job.timeout_seconds
+                    # No timer per job: LeaseKeeper.enforce_timeouts cancels the task.
                     running.timeout_at = started + running.timeout
-                    outcome = await self._call(handler, ctx, job)
+                    outcome = await outcomes.call(
+                        handler, ctx, job, self.settings.backoff_base, self.settings.backoff_max
+                    )
             except asyncio.CancelledError:
                 outcome = self._on_cancel(running)
             spans.processed(span, outcome, running.cancel_reason)
@@ -271,43 +271,14 @@ class Worker:
         self.running.pop(job.id, None)
         self._slot_free.set()
 
-    async def _call(self, handler: object, ctx: JobContext, job: ClaimedJob) -> Outcome:
-        assert callable(handler)
-        try:
-            # The timeout is the sweep's (LeaseKeeper.enforce_timeouts): it cancels the task.
-            result = await handler(ctx, job.payload)
-        except Retry as exc:
-            return self._failed(job, f"Retry: {exc}", exc.delay)
-        except Fail as exc:
-            return self._dead(job, f"Fail: {exc}")
-        except Exception as exc:
-            spans.record_error(exc)
-            frames = traceback.format_exception(exc, limit=-3)
-            return self._failed(job, f"{type(exc).__name__}: {exc}\n{''.join(frames)[-2000:]}")
-        try:
-            encoded = orjson.dumps(result).decode()
-        except TypeError as exc:
-            return self._dead(job, f"handler returned a result that is not JSON: {exc}")
-        return Outcome(job.id, job.attempt, Status.COMPLETED, result_json=encoded)
-
-    def _failed(self, job: ClaimedJob, error: str, delay: float | None = None) -> Outcome:
-        if job.attempt >= job.max_attempts:
-            return self._dead(job, f"{error} (attempt {job.attempt} of {job.max_attempts})")
-        if delay is None:
-            delay = backoff_delay(
-                job.attempt, self.settings.backoff_base, self.settings.backoff_max
-            )
-        return Outcome(job.id, job.attempt, Status.RETRYING, error=error, delay=delay)
-
-    def _dead(self, job: ClaimedJob, error: str) -> Outcome:
-        return Outcome(job.id, job.attempt, Status.DEAD, error=error)
-
     def _on_cancel(self, running: Running) -> Outcome | None:
         job = running.job
         if running.cancel_reason == "timeout":
             message = f"timed out after {running.timeout:g}s"
             spans.record_error(TimeoutError(message))
-            return self._failed(job, message)
+            return outcomes.failed(
+                job, message, self.settings.backoff_base, self.settings.backoff_max
+            )
         if running.cancel_reason == "cancel":
             return Outcome(job.id, job.attempt, Status.CANCELLED, error="cancelled on request")
         if running.cancel_reason == "shutdown":
