@@ -28,10 +28,12 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import redis
+
+# Same directory: the peer's own database helpers (run as a script, it is on sys.path).
+from pgqueuer_drain import database_url, recreate_database
 
 HERE = Path(__file__).resolve().parent
 
@@ -59,21 +61,6 @@ def log(message: str) -> None:
     print(f"compare: {message}", file=sys.stderr, flush=True)
 
 
-def with_database(url: str, database: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{database}"))
-
-
-async def recreate(admin_url: str, database: str, create: bool = True) -> None:
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        if create:
-            await conn.execute(f'CREATE DATABASE "{database}"')
-    finally:
-        await conn.close()
-
-
 def run_json(command: list[str], env: dict[str, str]) -> dict[str, Any]:
     """Run a benchmark command; its stdout is one JSON document."""
     done = subprocess.run(command, env=env, stdout=subprocess.PIPE, check=False)
@@ -84,11 +71,11 @@ def run_json(command: list[str], env: dict[str, str]) -> dict[str, Any]:
 
 
 def taskforge_round(args: argparse.Namespace) -> float:
-    asyncio.run(recreate(args.postgres_url, args.database))
+    asyncio.run(recreate_database(args.postgres_url, args.database, create=True))
     redis.Redis.from_url(args.redis_url).flushdb()
     env = {
         **os.environ,
-        "TASKFORGE_POSTGRES_URL": with_database(args.postgres_url, args.database),
+        "TASKFORGE_POSTGRES_URL": database_url(args.postgres_url, args.database),
         "TASKFORGE_REDIS_URL": args.redis_url,
     }
     command = [sys.executable, "-m", "taskforge", "bench", "--embedded", "--json"]
@@ -124,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"failed: {exc}")
         return 1
     finally:
-        asyncio.run(recreate(args.postgres_url, args.database, create=False))
+        asyncio.run(recreate_database(args.postgres_url, args.database, create=False))
     ours = statistics.median(r["taskforge"] for r in rounds)
     theirs = statistics.median(r["pgqueuer"] for r in rounds)
     document = {
