@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import asyncpg
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 
 from taskforge import streams
 from taskforge.config import Settings
 from taskforge.jobs import Status
+from taskforge.lifecycle import submit_batch
 from taskforge.pb import messages_pb2
 from taskforge.worker.registry import Registry, Retry, load
-from tests.integration.helpers import running_pipeline, submit, wait_terminal
+from tests.integration.helpers import job_values, running_pipeline, submit, wait_terminal
 
 
 async def test_ping_job_completes_with_its_result(pool, redis_client, settings):
@@ -170,7 +173,6 @@ async def test_stale_entry_is_acked_without_running(
 
 async def test_worker_metrics_count_every_attempt_and_outcome(pool, redis_client, settings):
     """Counted per batch and job type, they still add up to one per attempt."""
-    from prometheus_client import REGISTRY
 
     def value(name: str, **labels: str) -> float:
         return REGISTRY.get_sample_value(name, {"queue": "default", **labels}) or 0.0
@@ -207,11 +209,6 @@ async def test_a_job_delayed_less_than_the_poll_interval_starts_on_time(
     pool, redis_client, settings
 ):
     """The insert's NOTIFY tells a sleeping dispatcher when the delayed job is due."""
-    from dataclasses import replace
-
-    from taskforge.lifecycle import submit_batch
-    from tests.integration.helpers import job_values
-
     slow_poll = replace(settings, poll_interval=30.0)
     async with running_pipeline(pool, redis_client, slow_poll):
         await asyncio.sleep(0.5)  # the dispatcher has looked once and sleeps
