@@ -135,6 +135,11 @@ class Dispatcher:
                 backoff = 0.1
                 if sent >= self.batch_size:
                     continue  # more are due: keep going without waiting
+                if self.wake.is_set():
+                    # New jobs arrived while this round ran: go again at once. Asking for
+                    # the next due time first was a statement (planned and run) per round
+                    # whose answer the wake-up made moot.
+                    continue
                 delay = await self._sleep_time()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, RedisError) as exc:
                 # The transaction rolled back; the rows are still due and nothing is lost.
