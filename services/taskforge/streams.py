@@ -69,6 +69,7 @@ class Envelope:
     priority: int
     timeout_seconds: float
     headers: dict[str, str]
+    dispatch_lock: int = 0  # see taskforge.lifecycle.new_dispatch_lock; 0 from old schedulers
 
 
 def encode(
@@ -79,6 +80,7 @@ def encode(
     priority: int,
     timeout_seconds: float,
     headers: dict[str, str],
+    dispatch_lock: int = 0,
 ) -> bytes:
     """Serialize a ``JobMessage``."""
     message = messages_pb2.JobMessage(
@@ -90,6 +92,7 @@ def encode(
         priority=priority,
         timeout_seconds=timeout_seconds,
         headers=headers,
+        dispatch_lock=dispatch_lock,
     )
     data: bytes = message.SerializeToString()
     return data
@@ -112,6 +115,7 @@ def decode(stream_id: str, data: bytes) -> Envelope | None:
         priority=message.priority,
         timeout_seconds=message.timeout_seconds,
         headers=dict(message.headers),
+        dispatch_lock=message.dispatch_lock,
     )
 
 

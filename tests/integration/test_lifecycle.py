@@ -12,7 +12,7 @@ from tests.integration.helpers import job_values, submit
 
 async def _queue(pool, job_id, stream_id="1-0"):
     async with pool.acquire() as conn, conn.transaction():
-        due = await lifecycle.select_due(conn, 10, [])
+        due = await lifecycle.select_due(conn, 10, [], lifecycle.new_dispatch_lock())
         assert [d.id for d in due] == [job_id]
         await lifecycle.mark_queued(conn, due, [stream_id])
 
@@ -23,7 +23,7 @@ async def test_claim_waits_for_a_dispatch_in_flight_instead_of_dropping_it(pool)
     dispatcher_conn = await pool.acquire()
     tx = dispatcher_conn.transaction()
     await tx.start()
-    due = await lifecycle.select_due(dispatcher_conn, 10, [])
+    due = await lifecycle.select_due(dispatcher_conn, 10, [], lifecycle.new_dispatch_lock())
     await lifecycle.mark_queued(dispatcher_conn, due[:1], ["5-0"])  # not committed yet
 
     async def worker_claim():
@@ -39,6 +39,61 @@ async def test_claim_waits_for_a_dispatch_in_flight_instead_of_dropping_it(pool)
     assert [c.id for c in claimed] == [job.id]
 
 
+async def test_claim_waits_on_the_dispatch_lock_and_claims_in_one_pass(pool):
+    """An entry carrying its dispatch's lock: the claim waits on that advisory lock (not on
+    the row) while the dispatch is in flight, and claims the job once it commits."""
+    job = await submit(pool, "ping")
+    dispatch_lock = lifecycle.new_dispatch_lock()
+    dispatcher_conn = await pool.acquire()
+    tx = dispatcher_conn.transaction()
+    await tx.start()
+    due = await lifecycle.select_due(dispatcher_conn, 10, [], dispatch_lock)
+    await lifecycle.mark_queued(dispatcher_conn, due, ["5-0"])  # not committed yet
+
+    async def worker_claim():
+        async with pool.acquire() as conn:
+            return await lifecycle.claim(conn, [(job.id, "5-0")], "worker:w1", 30, [dispatch_lock])
+
+    claiming = asyncio.create_task(worker_claim())
+    await asyncio.sleep(0.3)
+    assert not claiming.done()
+    async with pool.acquire() as conn:
+        waits = await conn.fetch(
+            "SELECT locktype, classid, objid, mode FROM pg_locks WHERE NOT granted"
+        )
+    assert [tuple(w) for w in waits] == [
+        ("advisory", lifecycle.DISPATCH_LOCK_SPACE, dispatch_lock, "ShareLock")
+    ]
+    await tx.commit()
+    await pool.release(dispatcher_conn)
+    claimed = await asyncio.wait_for(claiming, 10)
+    assert [(c.id, c.attempt) for c in claimed] == [(job.id, 1)]
+
+
+async def test_claim_after_a_dispatch_rolled_back_refuses_its_entry(pool):
+    """The dispatcher XADDed, then failed before its COMMIT: the entry is stale."""
+    job = await submit(pool, "ping")
+    dispatch_lock = lifecycle.new_dispatch_lock()
+    dispatcher_conn = await pool.acquire()
+    tx = dispatcher_conn.transaction()
+    await tx.start()
+    due = await lifecycle.select_due(dispatcher_conn, 10, [], dispatch_lock)
+    await lifecycle.mark_queued(dispatcher_conn, due, ["5-0"])
+
+    async def worker_claim():
+        async with pool.acquire() as conn:
+            return await lifecycle.claim(conn, [(job.id, "5-0")], "worker:w1", 30, [dispatch_lock])
+
+    claiming = asyncio.create_task(worker_claim())
+    await asyncio.sleep(0.2)
+    await tx.rollback()
+    await pool.release(dispatcher_conn)
+    assert await asyncio.wait_for(claiming, 10) == []
+    async with pool.acquire() as conn:
+        row = await lifecycle.get_job(conn, job.id)
+    assert row is not None and row.status is Status.PENDING
+
+
 async def test_claim_of_a_mixed_batch_claims_each_entry_once(pool):
     """Committed entries are claimed at once; one still dispatching is waited for; a stale
     one is refused; each claimed job gets exactly one running row in its history."""
@@ -50,7 +105,7 @@ async def test_claim_of_a_mixed_batch_claims_each_entry_once(pool):
     dispatcher_conn = await pool.acquire()
     tx = dispatcher_conn.transaction()
     await tx.start()
-    due = await lifecycle.select_due(dispatcher_conn, 10, [])
+    due = await lifecycle.select_due(dispatcher_conn, 10, [], lifecycle.new_dispatch_lock())
     await lifecycle.mark_queued(dispatcher_conn, due, ["3-0"])
 
     async def worker_claim():
@@ -120,7 +175,9 @@ async def test_retrying_finish_sets_backoff_and_returns_to_dispatch(pool):
         assert row is not None
         assert row.status is Status.RETRYING and row.last_error == "boom"
         assert (row.run_at - row.updated_at).total_seconds() > 25
-        assert await lifecycle.select_due(conn, 10, []) == []  # not due yet
+        assert (
+            await lifecycle.select_due(conn, 10, [], lifecycle.new_dispatch_lock()) == []
+        )  # not due yet
 
 
 async def test_hand_back_returns_running_job_to_pending_at_once(pool):
@@ -132,7 +189,9 @@ async def test_hand_back_returns_running_job_to_pending_at_once(pool):
         assert back == [job.id]
         row = await lifecycle.get_job(conn, job.id)
         assert row is not None and row.status is Status.PENDING
-        assert [d.id for d in await lifecycle.select_due(conn, 10, [])] == [job.id]
+        assert [
+            d.id for d in await lifecycle.select_due(conn, 10, [], lifecycle.new_dispatch_lock())
+        ] == [job.id]
 
 
 async def test_renew_leases_reports_only_owned_attempts(pool):
@@ -152,8 +211,8 @@ async def test_two_dispatchers_never_send_the_same_row(pool):
         ta, tb = a.transaction(), b.transaction()
         await ta.start()
         await tb.start()
-        first = await lifecycle.select_due(a, 25, [])
-        second = await lifecycle.select_due(b, 25, [])
+        first = await lifecycle.select_due(a, 25, [], lifecycle.new_dispatch_lock())
+        second = await lifecycle.select_due(b, 25, [], lifecycle.new_dispatch_lock())
         assert not {d.id for d in first} & {d.id for d in second}
         assert len(first) + len(second) == len(jobs)
         await ta.rollback()

@@ -50,6 +50,15 @@ def test_envelope_round_trips():
     )
     assert envelope.priority == 7 and envelope.timeout_seconds == 12.5
     assert envelope.headers == {"traceparent": "00-ab-cd-01"}
+    assert envelope.dispatch_lock == 0  # an entry from a scheduler that held no lock
+
+
+def test_dispatch_lock_round_trips():
+    import uuid
+
+    data = streams.encode(uuid.uuid4(), "t", "q", 1, 0, 1.0, {}, dispatch_lock=-123456789)
+    envelope = streams.decode("1-0", data)
+    assert envelope is not None and envelope.dispatch_lock == -123456789
 
 
 def test_garbage_entry_decodes_to_none():

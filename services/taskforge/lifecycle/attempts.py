@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 
-CLAIM = "SELECT * FROM taskforge_claim($1::uuid[], $2::text[], $3, $4)"
+CLAIM = "SELECT * FROM taskforge_claim($1::uuid[], $2::text[], $3, $4, $5::integer[])"
 
 # A finish is fenced by (status running, attempt): a worker that lost its lease cannot
 # overwrite what the reaper or another worker decided.
@@ -110,8 +110,13 @@ async def claim(
     entries: Sequence[tuple[uuid.UUID, str]],
     worker: str,
     lease_seconds: float,
+    dispatch_locks: Sequence[int] | None = None,
 ) -> list[ClaimedJob]:
-    """Claim every entry whose row is queued with that stream id, in one statement."""
+    """Claim every entry whose row is queued with that stream id, in one statement.
+
+    ``dispatch_locks`` are the entries' dispatch-lock keys (the envelope's; 0 for none): the
+    claim waits for those dispatches to commit before it looks at the rows.
+    """
     if not entries:
         return []
     rows = await conn.fetch(
@@ -120,6 +125,7 @@ async def claim(
         [stream_id for _, stream_id in entries],
         worker,
         lease_seconds,
+        list(dispatch_locks) if dispatch_locks is not None else [0] * len(entries),
     )
     return [
         ClaimedJob(

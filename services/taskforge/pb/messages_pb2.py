@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0emessages.proto\x12\x0ctaskforge.v1\"\xfa\x01\n\nJobMessage\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05queue\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\r\x12\x1b\n\x13\x65nqueued_at_unix_ms\x18\x05 \x01(\x03\x12\x10\n\x08priority\x18\x06 \x01(\x05\x12\x17\n\x0ftimeout_seconds\x18\x07 \x01(\x01\x12\x36\n\x07headers\x18\x08 \x03(\x0b\x32%.taskforge.v1.JobMessage.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe7\x01\n\x10\x44\x65\x61\x64LetterNotice\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05queue\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x17\n\x0f\x64ied_at_unix_ms\x18\x06 \x01(\x03\x12<\n\x07headers\x18\x07 \x03(\x0b\x32+.taskforge.v1.DeadLetterNotice.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0emessages.proto\x12\x0ctaskforge.v1\"\x91\x02\n\nJobMessage\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05queue\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\r\x12\x1b\n\x13\x65nqueued_at_unix_ms\x18\x05 \x01(\x03\x12\x10\n\x08priority\x18\x06 \x01(\x05\x12\x17\n\x0ftimeout_seconds\x18\x07 \x01(\x01\x12\x36\n\x07headers\x18\x08 \x03(\x0b\x32%.taskforge.v1.JobMessage.HeadersEntry\x12\x15\n\rdispatch_lock\x18\t \x01(\x05\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe7\x01\n\x10\x44\x65\x61\x64LetterNotice\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05queue\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x17\n\x0f\x64ied_at_unix_ms\x18\x06 \x01(\x03\x12<\n\x07headers\x18\x07 \x03(\x0b\x32+.taskforge.v1.DeadLetterNotice.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,11 +36,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DEADLETTERNOTICE_HEADERSENTRY']._loaded_options = None
   _globals['_DEADLETTERNOTICE_HEADERSENTRY']._serialized_options = b'8\001'
   _globals['_JOBMESSAGE']._serialized_start=33
-  _globals['_JOBMESSAGE']._serialized_end=283
-  _globals['_JOBMESSAGE_HEADERSENTRY']._serialized_start=237
-  _globals['_JOBMESSAGE_HEADERSENTRY']._serialized_end=283
-  _globals['_DEADLETTERNOTICE']._serialized_start=286
-  _globals['_DEADLETTERNOTICE']._serialized_end=517
-  _globals['_DEADLETTERNOTICE_HEADERSENTRY']._serialized_start=237
-  _globals['_DEADLETTERNOTICE_HEADERSENTRY']._serialized_end=283
+  _globals['_JOBMESSAGE']._serialized_end=306
+  _globals['_JOBMESSAGE_HEADERSENTRY']._serialized_start=260
+  _globals['_JOBMESSAGE_HEADERSENTRY']._serialized_end=306
+  _globals['_DEADLETTERNOTICE']._serialized_start=309
+  _globals['_DEADLETTERNOTICE']._serialized_end=540
+  _globals['_DEADLETTERNOTICE_HEADERSENTRY']._serialized_start=260
+  _globals['_DEADLETTERNOTICE_HEADERSENTRY']._serialized_end=306
 # @@protoc_insertion_point(module_scope)

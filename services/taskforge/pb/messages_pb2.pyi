@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class JobMessage(_message.Message):
-    __slots__ = ("job_id", "type", "queue", "attempt", "enqueued_at_unix_ms", "priority", "timeout_seconds", "headers")
+    __slots__ = ("job_id", "type", "queue", "attempt", "enqueued_at_unix_ms", "priority", "timeout_seconds", "headers", "dispatch_lock")
     class HeadersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +23,7 @@ class JobMessage(_message.Message):
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     HEADERS_FIELD_NUMBER: _ClassVar[int]
+    DISPATCH_LOCK_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     type: str
     queue: str
@@ -31,7 +32,8 @@ class JobMessage(_message.Message):
     priority: int
     timeout_seconds: float
     headers: _containers.ScalarMap[str, str]
-    def __init__(self, job_id: _Optional[str] = ..., type: _Optional[str] = ..., queue: _Optional[str] = ..., attempt: _Optional[int] = ..., enqueued_at_unix_ms: _Optional[int] = ..., priority: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., headers: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    dispatch_lock: int
+    def __init__(self, job_id: _Optional[str] = ..., type: _Optional[str] = ..., queue: _Optional[str] = ..., attempt: _Optional[int] = ..., enqueued_at_unix_ms: _Optional[int] = ..., priority: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., headers: _Optional[_Mapping[str, str]] = ..., dispatch_lock: _Optional[int] = ...) -> None: ...
 
 class DeadLetterNotice(_message.Message):
     __slots__ = ("job_id", "type", "queue", "attempts", "error", "died_at_unix_ms", "headers")

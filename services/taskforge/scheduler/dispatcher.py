@@ -64,19 +64,20 @@ class Dispatcher:
             async with conn.transaction():
                 # Capped queues first, only into the room under their caps; then the rest.
                 due = await lifecycle.select_due_capped(conn, self._capped, self.batch_size)
+                dispatch_lock = lifecycle.new_dispatch_lock()
                 due += await lifecycle.select_due(
-                    conn, self.batch_size - len(due), [*self._paused, *self._capped]
+                    conn, self.batch_size - len(due), [*self._paused, *self._capped], dispatch_lock
                 )
                 if not due:
                     return 0
-                stream_ids = await self._send(due)
+                stream_ids = await self._send(due, dispatch_lock)
                 await lifecycle.mark_queued(conn, due, stream_ids)
         metrics.DISPATCH_BATCH.observe(len(due))
         for queue, count in Counter(job.queue for job in due).items():
             metrics.JOBS_DISPATCHED.labels(queue).inc(count)
         return len(due)
 
-    async def _send(self, due: Sequence[DueJob]) -> list[str]:
+    async def _send(self, due: Sequence[DueJob], dispatch_lock: int) -> list[str]:
         new_queues = {job.queue for job in due} - self._known_queues
         if new_queues:
             await streams.ensure_groups(self.redis, new_queues)
@@ -102,6 +103,7 @@ class Dispatcher:
                         job.priority,
                         job.timeout_seconds,
                         headers,
+                        dispatch_lock,
                     ),
                 )
             )

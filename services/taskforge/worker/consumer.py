@@ -174,6 +174,7 @@ class Worker:
     async def _claim_and_start(self, entries: list[tuple[str, str, bytes | None]]) -> None:
         stale: list[tuple[str, str]] = []
         wanted: list[tuple[uuid.UUID, str]] = []
+        dispatch_locks: list[int] = []
         headers: dict[str, dict[str, str]] = {}
         for queue, stream_id, data in entries:
             envelope = streams.decode(stream_id, data) if data else None
@@ -185,11 +186,14 @@ class Worker:
                 stale.append((queue, stream_id))
                 continue
             wanted.append((envelope.job_id, stream_id))
+            dispatch_locks.append(envelope.dispatch_lock)
             headers[stream_id] = envelope.headers
         # Taken before the claim, so our idea of the lease never outlasts the row's.
         deadline = time.monotonic() + self.settings.lease_seconds
         async with self.pool.acquire() as conn:
-            claimed = await lifecycle.claim(conn, wanted, self.actor, self.settings.lease_seconds)
+            claimed = await lifecycle.claim(
+                conn, wanted, self.actor, self.settings.lease_seconds, dispatch_locks
+            )
         claimed_ids = {job.stream_id for job in claimed}
         for queue, stream_id, _ in entries:
             if stream_id not in claimed_ids and (queue, stream_id) not in stale:
