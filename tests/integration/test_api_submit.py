@@ -138,7 +138,10 @@ async def test_request_id_is_echoed_or_generated(client):
     echoed = await client.get("/healthz", headers={"X-Request-ID": "abc-123"})
     assert echoed.headers["X-Request-ID"] == "abc-123"
     generated = await client.post("/v1/jobs", data=b"{")
-    assert len(generated.headers["X-Request-ID"]) >= 16
+    another = await client.post("/v1/jobs", data=b"{")
+    ids = [r.headers["X-Request-ID"] for r in (generated, another)]
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    assert ids[0] != ids[1]
 
 
 async def test_readyz_checks_both_stores(client):
