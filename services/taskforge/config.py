@@ -125,6 +125,7 @@ class Settings:
     shutdown_grace: float = 25.0
     poll_interval: float = 1.0
     dispatch_batch: int = 500
+    dispatch_linger: float = 0.005
     max_body_bytes: int = 1_048_576
     api_tokens: tuple[str, ...] = ()
     rate_limit: float = 0.0
@@ -166,6 +167,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "shutdown_grace": parse_duration,
     "poll_interval": _positive_duration,
     "dispatch_batch": _positive_int,
+    "dispatch_linger": parse_duration,
     "max_body_bytes": _positive_int,
     "api_tokens": parse_tokens,
     "rate_limit": float,

@@ -5,17 +5,27 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from taskforge.scheduler.dispatcher import Dispatcher
+from taskforge.scheduler.dispatcher import LINGER_MIN_SENT, Dispatcher
 
 
 class ScriptedDispatcher(Dispatcher):
     """Rounds that return scripted counts, optionally woken (a NOTIFY) while they run."""
 
-    def __init__(self, rounds: list[tuple[int, bool]], stop: asyncio.Event) -> None:
-        super().__init__(pool=Any, redis=Any, batch_size=10, poll_interval=0.01)  # type: ignore[arg-type]
+    def __init__(
+        self, rounds: list[tuple[int, bool]], stop: asyncio.Event, batch_size: int = 10
+    ) -> None:
+        super().__init__(
+            pool=Any,  # type: ignore[arg-type]
+            redis=Any,  # type: ignore[arg-type]
+            batch_size=batch_size,
+            poll_interval=0.01,
+            linger=0.001,
+        )
         self.rounds = rounds
         self.stop = stop
         self.sleep_queries = 0
+        self.lingered_after: list[int] = []
+        self.last_sent = 0
 
     async def dispatch_once(self) -> int:
         sent, notified_meanwhile = self.rounds.pop(0)
@@ -23,7 +33,12 @@ class ScriptedDispatcher(Dispatcher):
             self.notified()
         if not self.rounds:
             self.stop.set()
+        self.last_sent = sent
         return sent
+
+    async def _linger(self, stop: asyncio.Event) -> None:
+        self.lingered_after.append(self.last_sent)
+        await super()._linger(stop)
 
     async def _sleep_time(self) -> float:
         self.sleep_queries += 1
@@ -43,3 +58,21 @@ async def test_a_full_batch_goes_again_without_asking_the_next_due_time():
     dispatcher = ScriptedDispatcher([(10, False), (10, False), (4, False)], stop)
     await asyncio.wait_for(dispatcher.run(stop), 5)
     assert dispatcher.sleep_queries == 1
+
+
+async def test_only_rounds_that_sent_many_but_not_a_full_batch_linger():
+    stop = asyncio.Event()
+    many = LINGER_MIN_SENT
+    rounds = [(1, True), (many - 1, True), (many, True), (many + 5, False), (100, True), (0, False)]
+    dispatcher = ScriptedDispatcher(rounds, stop, batch_size=100)
+    await asyncio.wait_for(dispatcher.run(stop), 5)
+    # A trickle (1 job a round) never waits; a full batch goes straight on (more are due).
+    assert dispatcher.lingered_after == [many, many + 5]
+
+
+async def test_no_linger_when_it_is_turned_off():
+    stop = asyncio.Event()
+    dispatcher = ScriptedDispatcher([(50, True), (50, False)], stop, batch_size=100)
+    dispatcher.linger = 0.0
+    await asyncio.wait_for(dispatcher.run(stop), 5)
+    assert dispatcher.lingered_after == []

@@ -21,6 +21,7 @@ async def _dispatch(app: web.Application, stop: asyncio.Event) -> None:
         app[REDIS],
         batch_size=settings.dispatch_batch,
         poll_interval=settings.poll_interval,
+        linger=settings.dispatch_linger,
     )
     listener = asyncio.create_task(listen(settings.postgres_url, dispatcher, stop), name="listen")
     try:
