@@ -29,9 +29,9 @@ __all__ = [
 
 # The dispatch lock: an advisory lock (this class, a random key per dispatch) the dispatcher
 # takes before it XADDs and holds until its transaction ends. Each entry carries the key; a
-# worker whose entry arrives before the dispatch committed waits on it (taskforge_claim,
-# migration 0010) instead of locking the rows, which was a heap write and a WAL record per
-# row, and then claims in one pass.
+# claim that missed entries because their dispatch had not committed yet waits on it
+# (taskforge_claim, migration 0010) instead of locking the rows, which was a heap write and
+# a WAL record per row, and then claims them in its second pass.
 DISPATCH_LOCK_SPACE = 0x74666470  # 'tfdp'
 
 SELECT_DUE = f"""
@@ -75,7 +75,7 @@ SELECT id FROM moved, (SELECT set_config('synchronous_commit', 'off', true)) AS 
 
 # The claim is fenced by the stream id: an entry whose row is not queued with this very
 # id is stale (re-dispatched, cancelled, rescued) and must be acked without running.
-# taskforge_claim (migration 0002) first waits for a dispatcher still holding the rows.
+# taskforge_claim (migrations 0002, 0009, 0010) waits for a dispatch still committing.
 
 
 @dataclass(frozen=True)
