@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 Json = Any
 """A value orjson can encode: dict, list, str, int, float, bool or None."""
@@ -52,8 +52,7 @@ class JobSpec:
     tracestate: str | None = None
 
 
-@dataclass(frozen=True)
-class Job:
+class Job(NamedTuple):
     """A job as PostgreSQL records it.
 
     Set by the client: ``type``, ``payload``, ``queue``, ``priority``, ``max_attempts``,

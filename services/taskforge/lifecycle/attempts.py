@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from taskforge.jobs import Json, Status
 from taskforge.lifecycle.core import EVENTS_INSERT
@@ -87,8 +86,7 @@ SELECT back.id FROM back LEFT JOIN wake ON true
 )
 
 
-@dataclass(frozen=True)
-class ClaimedJob:
+class ClaimedJob(NamedTuple):
     """A job a worker now runs under a lease."""
 
     id: uuid.UUID
@@ -146,8 +144,7 @@ async def claim(
     ]
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     """How one attempt ended, as the worker reports it."""
 
     job_id: uuid.UUID
@@ -158,8 +155,7 @@ class Outcome:
     delay: float = 0.0
 
 
-@dataclass(frozen=True)
-class Finished:
+class Finished(NamedTuple):
     """A finish that took effect."""
 
     id: uuid.UUID

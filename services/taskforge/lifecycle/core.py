@@ -10,8 +10,7 @@ from an empty result, never from an exception. The scheduler's transitions live 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from taskforge.jobs import Job, uuid7
 
@@ -57,8 +56,7 @@ SELECT_JOB = "SELECT * FROM jobs WHERE id = $1"
 # scheduler replica skips them instead of sending them twice.
 
 
-@dataclass(frozen=True)
-class SubmitResult:
+class SubmitResult(NamedTuple):
     """The stored job and whether this call created it."""
 
     job: Job

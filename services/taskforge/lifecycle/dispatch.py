@@ -7,7 +7,7 @@ import random
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from taskforge.jobs import Status
 from taskforge.lifecycle.core import EVENTS_INSERT
@@ -78,8 +78,7 @@ SELECT id FROM moved, (SELECT set_config('synchronous_commit', 'off', true)) AS 
 # taskforge_claim (migrations 0002, 0009, 0010) waits for a dispatch still committing.
 
 
-@dataclass(frozen=True)
-class DueJob:
+class DueJob(NamedTuple):
     """A row the dispatcher holds locked and is about to send."""
 
     id: uuid.UUID
