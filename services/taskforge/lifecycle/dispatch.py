@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from taskforge.jobs import Status
-from taskforge.lifecycle.core import EVENTS_INSERT
 
 __all__ = [
     "DISPATCH_LOCK_SPACE",
@@ -53,25 +52,16 @@ FROM jobs WHERE status IN ('pending', 'retrying') AND queue <> ALL($1::text[])
 """
 
 
-MARK_QUEUED = (
-    """
-WITH moved AS (
-    UPDATE jobs j SET status = 'queued', stream_id = m.stream_id, updated_at = now()
-    FROM unnest($1::uuid[], $2::text[], $3::text[]) AS m(id, stream_id, from_status)
-    WHERE j.id = m.id AND j.status = m.from_status
-    RETURNING j.id, j.attempts, m.from_status
-), ev AS (
-    """
-    + EVENTS_INSERT
-    + """
-    SELECT id, from_status, 'queued', attempts, 'scheduler', NULL FROM moved
-)
--- The dispatch commits without waiting for its WAL flush: if PostgreSQL loses it, the rows
--- are pending again and their stream entries stale (acked unrun); a claim, committed
--- durably, flushes the WAL up to and past this dispatch. Nothing can run on a lost dispatch.
-SELECT id FROM moved, (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
+# taskforge_mark_queued (migration 0011) probes jobs by id for each row, whatever the
+# statistics say: a hash join over a sequential scan made each dispatch as slow as the table.
+# The dispatch commits without waiting for its WAL flush: if PostgreSQL loses it, the rows
+# are pending again and their stream entries stale (acked unrun); a claim, committed
+# durably, flushes the WAL up to and past this dispatch. Nothing can run on a lost dispatch.
+MARK_QUEUED = """
+SELECT q.id
+FROM taskforge_mark_queued($1::uuid[], $2::text[], $3::text[]) AS q(id),
+     (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
 """
-)
 
 # The claim is fenced by the stream id: an entry whose row is not queued with this very
 # id is stale (re-dispatched, cancelled, rescued) and must be acked without running.

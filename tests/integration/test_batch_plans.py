@@ -1,0 +1,122 @@
+"""The batched transitions look rows up by id even when the planner's statistics are stale.
+
+A queue table's statistics are always out of date: taken while it held other statuses or
+fewer rows, they led the planner to hash the batch and scan jobs for the other side (the
+whole table for a dispatch, every queued row for a claim, every running row for a finish).
+These tests make the statistics stale on purpose and read the plans PostgreSQL used
+(auto_explain, sent to this client as notices).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import pytest
+
+from taskforge import lifecycle, store
+from taskforge.jobs import Status
+from taskforge.lifecycle import Outcome
+
+
+@pytest.fixture
+async def conn(stores: Any, pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of its own (its settings are changed), configured as the deployables'."""
+    own = await store.create_pool(stores.postgres_url, min_size=1, max_size=1)
+    async with own.acquire() as connection:
+        try:
+            await connection.execute("LOAD 'auto_explain'")
+        except asyncpg.PostgresError as exc:
+            pytest.skip(f"auto_explain is not available here: {exc}")
+        await connection.execute(
+            "SET auto_explain.log_min_duration = 0; SET auto_explain.log_nested_statements = on;"
+            " SET auto_explain.log_level = notice"
+        )
+        yield connection
+    await own.close()
+
+
+async def _plans_of_updates(
+    conn: asyncpg.Connection, call: Callable[[asyncpg.Connection], Awaitable[Any]]
+) -> list[str]:
+    notices: list[str] = []
+
+    def collect(_: Any, message: Any) -> None:
+        notices.append(message.message)
+
+    conn.add_log_listener(collect)
+    try:
+        await call(conn)
+    finally:
+        conn.remove_log_listener(collect)
+    return [n for n in notices if "UPDATE jobs j" in n]
+
+
+async def _rows(conn: asyncpg.Connection, count: int, status: str) -> list[Any]:
+    return await conn.fetch(
+        "INSERT INTO jobs (id, queue, type, max_attempts, timeout_seconds, status, stream_id,"
+        " attempts) SELECT gen_random_uuid(), 'default', 'ping', 3, 30, $2,"
+        " 's-' || g, CASE WHEN $2 = 'running' THEN 1 ELSE 0 END"
+        " FROM generate_series(1, $1) g RETURNING id, stream_id",
+        count,
+        status,
+    )
+
+
+async def _stale_statistics(conn: asyncpg.Connection) -> None:
+    """Statistics of a table holding only finished jobs, then a backlog arrives."""
+    await _rows(conn, 2000, "completed")
+    await conn.execute("ANALYZE jobs")
+
+
+def _assert_lookups_by_id(plans: list[str]) -> None:
+    assert plans, "auto_explain reported no plan for the UPDATE"
+    for plan in plans:
+        assert "Hash Join" not in plan and "Merge Join" not in plan, plan
+        assert "Seq Scan on jobs" not in plan and "Bitmap Heap Scan on jobs" not in plan, plan
+        assert "Index Scan using jobs_pkey on jobs j" in plan, plan
+
+
+async def test_dispatch_marks_rows_queued_by_id(conn):
+    await _stale_statistics(conn)
+    await _rows(conn, 3000, "pending")
+
+    async def dispatch(c: asyncpg.Connection) -> None:
+        async with c.transaction():
+            due = await lifecycle.select_due(c, 500, [], lifecycle.new_dispatch_lock())
+            moved = await lifecycle.mark_queued(c, due, [f"1-{i}" for i in range(len(due))])
+            assert moved == 500
+
+    _assert_lookups_by_id(await _plans_of_updates(conn, dispatch))
+
+
+async def test_dispatch_still_commits_without_waiting_for_its_wal_flush(conn):
+    await _rows(conn, 3, "pending")
+    async with conn.transaction():
+        due = await lifecycle.select_due(conn, 10, [], lifecycle.new_dispatch_lock())
+        await lifecycle.mark_queued(conn, due, ["1-0", "1-1", "1-2"])
+        assert await conn.fetchval("SHOW synchronous_commit") == "off"
+    assert await conn.fetchval("SHOW synchronous_commit") == "on"
+
+
+async def test_claim_finds_its_rows_by_id_not_by_scanning_the_backlog(conn):
+    await _stale_statistics(conn)
+    queued = await _rows(conn, 3000, "queued")
+    entries = [(row["id"], row["stream_id"]) for row in queued[:64]]
+
+    async def claim(c: asyncpg.Connection) -> None:
+        assert len(await lifecycle.claim(c, entries, "worker:w", 30)) == 64
+
+    _assert_lookups_by_id(await _plans_of_updates(conn, claim))
+
+
+async def test_finish_finds_its_rows_by_id_not_by_scanning_every_running_job(conn):
+    await _stale_statistics(conn)
+    running = await _rows(conn, 3000, "running")
+    outcomes = [Outcome(row["id"], 1, Status.COMPLETED, result_json="1") for row in running[:64]]
+
+    async def finish(c: asyncpg.Connection) -> None:
+        assert len(await lifecycle.finish(c, outcomes, "worker:w")) == 64
+
+    _assert_lookups_by_id(await _plans_of_updates(conn, finish))
