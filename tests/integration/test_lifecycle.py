@@ -70,6 +70,21 @@ async def test_claim_waits_on_the_dispatch_lock_and_claims_in_one_pass(pool):
     assert [(c.id, c.attempt) for c in claimed] == [(job.id, 1)]
 
 
+async def test_the_dispatch_lock_is_taken_even_when_capped_queues_filled_the_batch(pool):
+    """The due-rows query then runs with LIMIT 0, and the capped rows' entries carry the key."""
+    await submit(pool, "ping")
+    dispatch_lock = lifecycle.new_dispatch_lock()
+    async with pool.acquire() as conn, conn.transaction():
+        assert await lifecycle.select_due(conn, 0, [], dispatch_lock) == []
+        held = await conn.fetch(
+            "SELECT classid, objid, mode FROM pg_locks"
+            " WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+        )
+    assert [tuple(h) for h in held] == [
+        (lifecycle.DISPATCH_LOCK_SPACE, dispatch_lock, "ExclusiveLock")
+    ]
+
+
 async def test_claim_after_a_dispatch_rolled_back_refuses_its_entry(pool):
     """The dispatcher XADDed, then failed before its COMMIT: the entry is stale."""
     job = await submit(pool, "ping")

@@ -28,11 +28,9 @@ __all__ = [
 CLAIM = "SELECT * FROM taskforge_claim($1::uuid[], $2::text[], $3, $4, $5::integer[])"
 
 # A finish is fenced by (status running, attempt): a worker that lost its lease cannot
-# overwrite what the reaper or another worker decided.
-
-
-# taskforge_finish (migration 0011) probes jobs by id for each outcome, whatever the
-# statistics say: a hash join over every running row made each finish as slow as the fleet.
+# overwrite what the reaper or another worker decided. taskforge_finish (migration 0011)
+# probes jobs by id for each outcome, whatever the statistics say: a hash join over every
+# running row made each finish as slow as the fleet.
 FINISH = (
     "SELECT * FROM taskforge_finish("
     "$1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::float8[], $7)"
@@ -94,8 +92,9 @@ async def claim(
 ) -> list[ClaimedJob]:
     """Claim every entry whose row is queued with that stream id, in one statement.
 
-    ``dispatch_locks`` are the entries' dispatch-lock keys (the envelope's; 0 for none): the
-    claim waits for those dispatches to commit before it looks at the rows.
+    ``dispatch_locks`` are the entries' dispatch-lock keys (the envelope's; 0 for none): a
+    claim that missed entries (their dispatch not committed yet) waits for those dispatches
+    to end and tries once more.
     """
     if not entries:
         return []

@@ -34,15 +34,19 @@ __all__ = [
 DISPATCH_LOCK_SPACE = 0x74666470  # 'tfdp'
 
 SELECT_DUE = f"""
-SELECT id, queue, type, attempts, priority, timeout_seconds, traceparent, tracestate, status
-FROM jobs
-WHERE status IN ('pending', 'retrying') AND run_at <= now()
-  AND queue <> ALL($2::text[])
-  -- An InitPlan run once, before the scan: the dispatch lock is held from here to COMMIT.
-  AND (SELECT pg_advisory_xact_lock({DISPATCH_LOCK_SPACE}, $3)::text) IS NOT NULL
-ORDER BY priority DESC, run_at
-LIMIT $1
-FOR UPDATE SKIP LOCKED
+SELECT due.* FROM (
+    SELECT id, queue, type, attempts, priority, timeout_seconds, traceparent, tracestate,
+           status
+    FROM jobs
+    WHERE status IN ('pending', 'retrying') AND run_at <= now()
+      AND queue <> ALL($2::text[])
+    ORDER BY priority DESC, run_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+) AS due
+-- An InitPlan run once, above the LIMIT (so also for LIMIT 0, when capped queues filled the
+-- batch): the dispatch lock is held from here to COMMIT.
+WHERE (SELECT pg_advisory_xact_lock({DISPATCH_LOCK_SPACE}, $3)::text) IS NOT NULL
 """
 
 

@@ -5,6 +5,8 @@ Only this module writes job entries to job streams, and only for rows it holds l
 stream_id`` → COMMIT. If Redis fails, the transaction rolls back and the rows stay due; if
 PostgreSQL fails after the XADDs, those entries are stale (their rows are not queued with
 that stream id) and workers drop them. Several scheduler replicas skip each other's rows.
+The due-rows query also takes the dispatch's advisory lock (a random key each entry carries)
+until the COMMIT: a worker that reads an entry before then waits on it, not on the rows.
 """
 
 from __future__ import annotations
