@@ -96,3 +96,11 @@ def test_plain_tokens_are_kept_only_as_digests_and_never_shown():
     with pytest.raises(ConfigError) as raised:
         load_settings({"TASKFORGE_API_TOKENS": "sha256:nothex-s3cret"})
     assert "s3cret" not in str(raised.value)
+
+
+def test_dispatch_linger_defaults_to_5ms_and_zero_turns_it_off():
+    assert load_settings({}).dispatch_linger == 0.005
+    assert load_settings({"TASKFORGE_DISPATCH_LINGER": "0"}).dispatch_linger == 0.0
+    assert load_settings({"TASKFORGE_DISPATCH_LINGER": "20ms"}).dispatch_linger == 0.02
+    with pytest.raises(ConfigError, match="TASKFORGE_DISPATCH_LINGER"):
+        load_settings({"TASKFORGE_DISPATCH_LINGER": "-5ms"})
