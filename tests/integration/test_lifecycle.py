@@ -39,22 +39,33 @@ async def test_claim_waits_for_a_dispatch_in_flight_instead_of_dropping_it(pool)
     assert [c.id for c in claimed] == [job.id]
 
 
-async def test_claim_waits_on_the_dispatch_lock_and_claims_in_one_pass(pool):
+async def _dispatch_in_flight(pool, stream_id):
+    """A dispatch that has sent its entry (with its lock's key) but not committed yet."""
+    dispatch_lock = lifecycle.new_dispatch_lock()
+    conn = await pool.acquire()
+    tx = conn.transaction()
+    await tx.start()
+    due = await lifecycle.select_due(conn, 10, [], dispatch_lock)
+    await lifecycle.mark_queued(conn, due, [stream_id])
+    return conn, tx, dispatch_lock
+
+
+def _claim_in_background(pool, job_id, stream_id, dispatch_lock):
+    async def claim():
+        async with pool.acquire() as conn:
+            return await lifecycle.claim(
+                conn, [(job_id, stream_id)], "worker:w1", 30, [dispatch_lock]
+            )
+
+    return asyncio.create_task(claim())
+
+
+async def test_claim_of_an_entry_still_dispatching_waits_on_the_dispatch_lock(pool):
     """An entry carrying its dispatch's lock: the claim waits on that advisory lock (not on
     the row) while the dispatch is in flight, and claims the job once it commits."""
     job = await submit(pool, "ping")
-    dispatch_lock = lifecycle.new_dispatch_lock()
-    dispatcher_conn = await pool.acquire()
-    tx = dispatcher_conn.transaction()
-    await tx.start()
-    due = await lifecycle.select_due(dispatcher_conn, 10, [], dispatch_lock)
-    await lifecycle.mark_queued(dispatcher_conn, due, ["5-0"])  # not committed yet
-
-    async def worker_claim():
-        async with pool.acquire() as conn:
-            return await lifecycle.claim(conn, [(job.id, "5-0")], "worker:w1", 30, [dispatch_lock])
-
-    claiming = asyncio.create_task(worker_claim())
+    dispatcher_conn, tx, dispatch_lock = await _dispatch_in_flight(pool, "5-0")
+    claiming = _claim_in_background(pool, job.id, "5-0", dispatch_lock)
     await asyncio.sleep(0.3)
     assert not claiming.done()
     async with pool.acquire() as conn:
@@ -88,18 +99,8 @@ async def test_the_dispatch_lock_is_taken_even_when_capped_queues_filled_the_bat
 async def test_claim_after_a_dispatch_rolled_back_refuses_its_entry(pool):
     """The dispatcher XADDed, then failed before its COMMIT: the entry is stale."""
     job = await submit(pool, "ping")
-    dispatch_lock = lifecycle.new_dispatch_lock()
-    dispatcher_conn = await pool.acquire()
-    tx = dispatcher_conn.transaction()
-    await tx.start()
-    due = await lifecycle.select_due(dispatcher_conn, 10, [], dispatch_lock)
-    await lifecycle.mark_queued(dispatcher_conn, due, ["5-0"])
-
-    async def worker_claim():
-        async with pool.acquire() as conn:
-            return await lifecycle.claim(conn, [(job.id, "5-0")], "worker:w1", 30, [dispatch_lock])
-
-    claiming = asyncio.create_task(worker_claim())
+    dispatcher_conn, tx, dispatch_lock = await _dispatch_in_flight(pool, "5-0")
+    claiming = _claim_in_background(pool, job.id, "5-0", dispatch_lock)
     await asyncio.sleep(0.2)
     await tx.rollback()
     await pool.release(dispatcher_conn)

@@ -13,47 +13,9 @@
 --   estimate ("1 queued row") that is stale; the UPDATE still re-checks it on the row.
 -- * Inside these functions only, hash and merge joins and sequential scans are off: the plan
 --   left is a nested loop over the batch probing the primary key once per entry.
-DROP FUNCTION taskforge_claim(uuid[], text[], text, float8, integer[]);
-CREATE FUNCTION taskforge_claim(p_ids uuid[], p_stream_ids text[], p_worker text, p_lease float8,
-                                p_dispatch_locks integer[])
-RETURNS TABLE (id uuid, queue text, type text, payload jsonb, attempts integer,
-               max_attempts integer, timeout_seconds double precision, traceparent text,
-               tracestate text, stream_id text, created_at timestamptz, run_at timestamptz)
-LANGUAGE plpgsql VOLATILE
-SET enable_hashjoin = off SET enable_mergejoin = off SET enable_seqscan = off AS $$
-DECLARE
-    claimed_count bigint;
-BEGIN
-    FOR pass IN 1..2 LOOP
-        IF pass = 2 THEN
-            -- Wait for the dispatches of these entries to end (0010).
-            PERFORM pg_advisory_xact_lock_shared(1952867440, k)
-            FROM unnest(p_dispatch_locks) AS l(k) WHERE k <> 0;
-            IF 0 = ANY (p_dispatch_locks) THEN
-                PERFORM 1 FROM jobs j WHERE j.id = ANY (p_ids) ORDER BY j.id FOR UPDATE;
-            END IF;
-        END IF;
-        RETURN QUERY
-        WITH claimed AS (
-            UPDATE jobs j SET status = 'running', attempts = j.attempts + 1, worker = p_worker,
-                lease_expires_at = now() + make_interval(secs => p_lease),
-                started_at = now(), updated_at = now()
-            FROM unnest(p_ids, p_stream_ids,
-                        array_fill('queued'::text, ARRAY[cardinality(p_ids)]))
-                 AS m(id, stream_id, expected)
-            WHERE j.id = m.id AND j.status = m.expected AND j.stream_id = m.stream_id
-            RETURNING j.id, j.queue, j.type, j.payload, j.attempts, j.max_attempts,
-                      j.timeout_seconds, j.traceparent, j.tracestate, j.stream_id,
-                      j.created_at, j.run_at
-        ), ev AS (
-            INSERT INTO job_events (job_id, from_status, to_status, attempt, actor, error)
-            SELECT c.id, 'queued', 'running', c.attempts, p_worker, NULL FROM claimed c
-        )
-        SELECT * FROM claimed;
-        GET DIAGNOSTICS claimed_count = ROW_COUNT;
-        EXIT WHEN claimed_count >= cardinality(p_ids);
-    END LOOP;
-END $$;
+-- The claim of 0010 is written so; the previous release's claim gets the settings.
+ALTER FUNCTION taskforge_claim(uuid[], text[], text, float8)
+    SET enable_hashjoin = off SET enable_mergejoin = off SET enable_seqscan = off;
 
 CREATE FUNCTION taskforge_mark_queued(p_ids uuid[], p_stream_ids text[], p_from text[])
 RETURNS SETOF uuid
