@@ -37,12 +37,8 @@ FINISH = (
 )
 
 
-RENEW_LEASES = """
-UPDATE jobs j SET lease_expires_at = now() + make_interval(secs => $3), updated_at = now()
-FROM unnest($1::uuid[], $2::int[]) AS r(id, attempt)
-WHERE j.id = r.id AND j.status = 'running' AND j.attempts = r.attempt
-RETURNING j.id, j.cancel_requested
-"""
+# Fenced like the finish; by id whatever the statistics say (migration 0012).
+RENEW_LEASES = "SELECT * FROM taskforge_renew_leases($1::uuid[], $2::int[], $3)"
 
 
 HAND_BACK = (
