@@ -13,9 +13,11 @@
 --   estimate ("1 queued row") that is stale; the UPDATE still re-checks it on the row.
 -- * Inside these functions only, hash and merge joins and sequential scans are off: the plan
 --   left is a nested loop over the batch probing the primary key once per entry.
--- The claim of 0010 is written so; the previous release's claim gets the settings.
-ALTER FUNCTION taskforge_claim(uuid[], text[], text, float8)
-    SET enable_hashjoin = off SET enable_mergejoin = off SET enable_seqscan = off;
+--
+-- Both are needed: with the joins off but the status still a constant, the planner started
+-- from the status index and rescanned the batch for every row it found (a nested loop the
+-- wrong way round, worse than the hash). So the claim of 0010 is written this way, and the
+-- previous release's claim (used only during a rolling upgrade) is left as it was.
 
 CREATE FUNCTION taskforge_mark_queued(p_ids uuid[], p_stream_ids text[], p_from text[])
 RETURNS SETOF uuid
