@@ -27,8 +27,14 @@ class Status(StrEnum):
     CANCELLED = "cancelled"
 
 
-# Row text → Status without an Enum call per row (EnumType.__call__ showed in profiles).
 _STATUSES = {status.value: status for status in Status}
+
+
+def status_of(value: str) -> Status:
+    """The :class:`Status` of a row's status text: a dict lookup, where ``Status(value)``
+    (EnumType.__call__) showed in the profiles of paths that convert one per job."""
+    return _STATUSES[value]
+
 
 TERMINAL_STATUSES = frozenset({Status.COMPLETED, Status.DEAD, Status.CANCELLED})
 WAITING_STATUSES = frozenset({Status.PENDING, Status.RETRYING, Status.QUEUED})
@@ -91,7 +97,7 @@ class Job(NamedTuple):
             queue=row["queue"],
             type=row["type"],
             payload=row["payload"],
-            status=_STATUSES[row["status"]],
+            status=status_of(row["status"]),
             priority=row["priority"],
             attempts=row["attempts"],
             max_attempts=row["max_attempts"],

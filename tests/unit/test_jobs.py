@@ -9,7 +9,7 @@ import uuid
 from hypothesis import given
 from hypothesis import strategies as st
 
-from taskforge.jobs import TERMINAL_STATUSES, Status, backoff_delay, uuid7, uuid7s
+from taskforge.jobs import TERMINAL_STATUSES, Status, backoff_delay, status_of, uuid7, uuid7s
 
 
 @given(
@@ -55,3 +55,7 @@ def test_uuid7s_share_the_millisecond_and_differ_in_their_random_bits():
 def test_terminal_statuses():
     assert {Status.COMPLETED, Status.DEAD, Status.CANCELLED} == TERMINAL_STATUSES
     assert Status("queued") is Status.QUEUED
+
+
+def test_status_of_maps_every_row_text_to_its_status():
+    assert all(status_of(status.value) is status for status in Status)

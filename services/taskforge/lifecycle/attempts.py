@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from taskforge.jobs import Json, Status
+from taskforge.jobs import Json, Status, status_of
 from taskforge.lifecycle.core import EVENTS_INSERT
 
 __all__ = [
@@ -162,7 +162,7 @@ async def finish(conn: Any, outcomes: Sequence[Outcome], actor: str) -> list[Fin
     return [
         Finished(
             id=row["id"],
-            status=Status(row["status"]),
+            status=status_of(row["status"]),
             attempts=row["attempts"],
             queue=row["queue"],
             type=row["type"],

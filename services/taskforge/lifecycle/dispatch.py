@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from taskforge.jobs import Status
+from taskforge.jobs import Status, status_of
 
 __all__ = [
     "DISPATCH_LOCK_SPACE",
@@ -97,7 +97,7 @@ class DueJob(NamedTuple):
             timeout_seconds=row["timeout_seconds"],
             traceparent=row["traceparent"],
             tracestate=row["tracestate"],
-            status=Status(row["status"]),
+            status=status_of(row["status"]),
         )
 
 
