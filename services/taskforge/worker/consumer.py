@@ -213,7 +213,6 @@ class Worker:
             series = metrics.job_series(queue, job_type)
             series.attempts.inc(len(waits))
             metrics.observe_many(series.time_in_queue, waits)
-        self._utilization()
         if stale:
             # After the claimed jobs started: a Redis error here must not orphan them. An
             # entry left unacked is stale for whoever reclaims it.
