@@ -11,9 +11,11 @@ import hashlib
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
 from taskforge.pb import messages_pb2
@@ -48,11 +50,86 @@ def queue_of(key: str | bytes) -> str:
 
 
 def connect(url: str, **kwargs: Any) -> aioredis.Redis:
-    """A client speaking bytes (the envelope is protobuf) with health checks on idle sockets."""
+    """A client speaking bytes (the envelope is protobuf) with health checks on idle sockets.
+
+    Every deployable's Redis client is made here. Its connections keep the class the URL
+    chooses (TCP, TLS or unix socket) with :class:`ClosedTransportIsConnectionError` mixed in.
+    """
     client: aioredis.Redis = aioredis.Redis.from_url(
         url, decode_responses=False, health_check_interval=30, **kwargs
     )
+    pool = client.connection_pool
+    # No connection exists yet (the pool makes them on first use), so swapping is safe.
+    pool.connection_class = reporting_closed_transports(pool.connection_class)
     return client
+
+
+# What uvloop says when asked to write to a transport whose libuv handle it has closed
+# (uvloop/handles/handle.pyx, ``_ensure_alive``): "unable to perform operation on
+# <TCPTransport closed=True ...>; the handler is closed".
+_CLOSED_HANDLE = "the handler is closed"
+
+
+def is_closed_transport_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is uvloop refusing to write to a transport it has already closed."""
+    return isinstance(exc, RuntimeError) and _CLOSED_HANDLE in str(exc)
+
+
+class ClosedTransportIsConnectionError(AbstractConnection):
+    """Mixed in before a redis-py connection class: a write to a transport uvloop has closed
+    raises ``redis.exceptions.ConnectionError`` (chained from uvloop's ``RuntimeError``).
+
+    Why: when Redis goes away, uvloop closes a transport as soon as a read or write on it
+    fails, and redis-py may still write to it (a command, or the HELLO/SELECT/CLIENT SETINFO
+    handshake of a reconnect). uvloop then raises ``RuntimeError`` (asyncio's own loop drops
+    the write and lets ``drain`` raise ``ConnectionResetError``), which redis-py passes on as
+    is: it converts only ``OSError`` and timeouts. Neither redis-py's retries nor ours
+    (``STORE_ERRORS`` and the like) take a ``RuntimeError`` for the connection failure it
+    is, so a worker's cancel listener died of one during a Redis restart, and the worker
+    with it. As a ``ConnectionError`` it is retried like any other lost connection.
+
+    ``send_packed_command`` is where every write happens: commands, pipelines, pub/sub and
+    the handshake all send through it (``_connect`` needs nothing: redis-py already turns
+    any error there into a ``ConnectionError``). redis-py has disconnected the connection
+    before the error reaches us, so the next use reconnects.
+
+    Only uvloop's closed-handle error is converted. Other RuntimeErrors stay what they are:
+    "Event loop is closed" (a client used after its loop, e.g. at interpreter shutdown) or
+    "Cannot call writelines() after write_eof()" are bugs or shutdown, not a connection
+    failure, and retrying them would only hide that. (A transport whose uvloop loop was
+    closed says "the handler is closed" too, and is as dead: that one is converted.)
+    """
+
+    async def send_packed_command(
+        self, command: bytes | str | Iterable[bytes], check_health: bool = True
+    ) -> None:
+        """Send as redis-py does; a closed uvloop transport raises ``ConnectionError``."""
+        try:
+            await super().send_packed_command(command, check_health)
+        except RuntimeError as exc:
+            if not is_closed_transport_error(exc):
+                raise
+            raise RedisConnectionError(
+                f"Error while writing to {self._host_error()}: {exc}"
+            ) from exc
+
+
+_REPORTING: dict[type[AbstractConnection], type[AbstractConnection]] = {}
+
+
+def reporting_closed_transports(base: type[AbstractConnection]) -> type[AbstractConnection]:
+    """``base`` with :class:`ClosedTransportIsConnectionError` mixed in (one class per base)."""
+    if issubclass(base, ClosedTransportIsConnectionError):
+        return base
+    mixed = _REPORTING.get(base)
+    if mixed is None:
+        namespace = {"__module__": __name__, "__qualname__": base.__qualname__}
+        mixed = cast(
+            type[AbstractConnection],
+            type(base.__name__, (ClosedTransportIsConnectionError, base), namespace),
+        )
+        _REPORTING[base] = mixed
+    return mixed
 
 
 class Envelope(NamedTuple):

@@ -17,10 +17,10 @@ from collections.abc import Coroutine
 from typing import Any
 
 import kopf
-import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from taskforge import streams
 from taskforge.config import ConfigError, Settings
 from taskforge.logs import configure_logging
 from taskforge.operator.autoscaler import Runtime
@@ -47,7 +47,7 @@ async def operate(
     Tests therefore run this in a thread of its own (``threading.Event`` flags work there).
     """
     # No client-side retries: a failed poll is reported and the next poll is the retry.
-    redis = aioredis.Redis.from_url(
+    redis = streams.connect(
         redis_url,
         socket_timeout=5.0,
         socket_connect_timeout=5.0,
@@ -79,7 +79,7 @@ async def serve(
 ) -> None:
     """The operator with its ops server on ``settings.ops_port``."""
     ready = asyncio.Event()
-    probe = aioredis.Redis.from_url(settings.redis_url, socket_timeout=2.0)
+    probe = streams.connect(settings.redis_url, socket_timeout=2.0)
 
     async def redis_check() -> None:
         await probe.ping()
