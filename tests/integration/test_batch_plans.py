@@ -153,3 +153,45 @@ async def test_lease_renewal_finds_its_rows_by_id_not_by_scanning_every_running_
         assert renewed == {job_id: False for job_id, _ in attempts}
 
     _assert_lookups_by_id(await _plans_of_updates(conn, renew))
+
+
+async def _plans_reading_jobs_due(
+    conn: asyncpg.Connection, call: Callable[[asyncpg.Connection], Awaitable[Any]]
+) -> list[str]:
+    notices: list[str] = []
+
+    def collect(_: Any, message: Any) -> None:
+        notices.append(message.message)
+
+    conn.add_log_listener(collect)
+    try:
+        await call(conn)
+    finally:
+        conn.remove_log_listener(collect)
+    return [n for n in notices if "FROM jobs j" in n and "'pending', 'retrying'" in n]
+
+
+async def test_due_rows_keep_one_plan_made_on_an_empty_table(conn):
+    """The due-rows and next-due queries are planned once per session (a generic plan, its
+    parameters shown as $n) and that plan reads the jobs_due index in order, whatever the
+    table held when it was made and whatever the statistics say now."""
+
+    async def round_(c: asyncpg.Connection) -> None:
+        async with c.transaction():
+            await lifecycle.select_due(c, 500, ["paused"], lifecycle.new_dispatch_lock())
+        await lifecycle.seconds_until_next_due(c, ["paused"])
+
+    await conn.execute("ANALYZE jobs")
+    for _ in range(2):  # planned on the empty table, and cached
+        await round_(conn)
+    await _stale_statistics(conn)
+    await _rows(conn, 3000, "pending")
+
+    plans = await _plans_reading_jobs_due(conn, round_)
+    assert len(plans) == 2, plans
+    for plan in plans:
+        assert "Index Scan using jobs_due on jobs j" in plan or (
+            "Index Only Scan using jobs_due on jobs j" in plan
+        ), plan
+        assert "Seq Scan" not in plan and "Bitmap" not in plan and "Sort" not in plan, plan
+        assert "ALL ($2)" in plan or "ALL ($1)" in plan, f"not a generic plan: {plan}"
