@@ -27,7 +27,7 @@ class ScriptedDispatcher(Dispatcher):
         self.lingered_after: list[int] = []
         self.last_sent = 0
 
-    async def dispatch_once(self) -> int:
+    async def _session_round(self) -> int:
         sent, notified_meanwhile = self.rounds.pop(0)
         if notified_meanwhile:
             self.notified()

@@ -90,7 +90,8 @@ FROM (
 CROSS JOIN LATERAL (
     SELECT id, queue, type, attempts, priority, timeout_seconds, traceparent, tracestate, status
     FROM jobs j
-    WHERE j.queue = r.name AND j.status IN ('pending', 'retrying') AND j.run_at <= now()
+    WHERE j.queue = r.name AND j.status IN ('pending', 'retrying')
+      AND j.run_at <= statement_timestamp()  -- see migration 0013: a transaction begun ahead
     ORDER BY j.priority DESC, j.run_at
     LIMIT least(r.room, $2)
     FOR UPDATE SKIP LOCKED

@@ -2,11 +2,12 @@
 
 Only this module writes job entries to job streams, and only for rows it holds locked:
 ``SELECT … FOR UPDATE SKIP LOCKED`` (priority order) → one XADD pipeline → ``UPDATE … queued,
-stream_id`` → COMMIT. If Redis fails, the transaction rolls back and the rows stay due; if
-PostgreSQL fails after the XADDs, those entries are stale (their rows are not queued with
-that stream id) and workers drop them. Several scheduler replicas skip each other's rows.
-The due-rows query also takes the dispatch's advisory lock (a random key each entry carries)
-until the COMMIT: a worker that reads an entry before then waits on it, not on the rows.
+stream_id`` → COMMIT (which begins the next round's transaction: :meth:`Dispatcher.run`). If
+Redis fails, the transaction rolls back and the rows stay due; if PostgreSQL fails after the
+XADDs, those entries are stale (their rows are not queued with that stream id) and workers
+drop them. Several scheduler replicas skip each other's rows. The due-rows query also takes
+the dispatch's advisory lock (a random key each entry carries) until the COMMIT: a worker
+that reads an entry before then waits on it, not on the rows.
 """
 
 from __future__ import annotations
@@ -31,6 +32,15 @@ NOTIFY_CHANNEL = "taskforge_jobs"
 PAUSED_REFRESH_SECONDS = 1.0
 # A round that sent at least this many jobs (but not a full batch) is followed by the linger.
 LINGER_MIN_SENT = 16
+# PostgreSQL errors a round retries after. InternalClientError: the held connection was
+# killed while idle and asyncpg, holding the server's FATAL message but not yet the closed
+# socket, refuses the next statement ("another operation is in progress").
+DISPATCH_ERRORS = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 
 
 class Dispatcher:
@@ -55,6 +65,8 @@ class Dispatcher:
         self._paused: list[str] = []
         self._capped: list[str] = []
         self._paused_at = 0.0
+        self._session: asyncpg.Connection | None = None  # run()'s, see _session_round
+        self._begun = False  # whether _session is in a transaction begun ahead
 
     async def _refresh_paused(self, conn: asyncpg.Connection) -> None:
         now = time.monotonic()
@@ -64,24 +76,39 @@ class Dispatcher:
             self._paused_at = now
 
     async def dispatch_once(self) -> int:
-        """Send one batch of due jobs; returns how many were sent."""
+        """Send one batch of due jobs in a transaction of its own; returns how many were sent."""
         async with self.pool.acquire() as conn:
-            await self._refresh_paused(conn)
-            async with conn.transaction():
-                # Capped queues first, only into the room under their caps; then the rest.
-                due = await lifecycle.select_due_capped(conn, self._capped, self.batch_size)
-                dispatch_lock = lifecycle.new_dispatch_lock()
-                due += await lifecycle.select_due(
-                    conn, self.batch_size - len(due), [*self._paused, *self._capped], dispatch_lock
-                )
-                if not due:
-                    return 0
-                stream_ids = await self._send(due, dispatch_lock)
-                await lifecycle.mark_queued(conn, due, stream_ids)
+            await conn.execute("BEGIN")
+            try:
+                due = await self._round(conn)
+            except BaseException:
+                await _rollback(conn)
+                raise
+            await conn.execute("COMMIT")
+        self._count(due)
+        return len(due)
+
+    async def _round(self, conn: asyncpg.Connection) -> list[DueJob]:
+        """One dispatch inside the open transaction of ``conn``: lock due rows, send them,
+        mark them queued. The caller commits (or rolls back, on any error)."""
+        await self._refresh_paused(conn)
+        # Capped queues first, only into the room under their caps; then the rest.
+        due = await lifecycle.select_due_capped(conn, self._capped, self.batch_size)
+        dispatch_lock = lifecycle.new_dispatch_lock()
+        due += await lifecycle.select_due(
+            conn, self.batch_size - len(due), [*self._paused, *self._capped], dispatch_lock
+        )
+        if due:
+            stream_ids = await self._send(due, dispatch_lock)
+            await lifecycle.mark_queued(conn, due, stream_ids)
+        return due
+
+    def _count(self, due: Sequence[DueJob]) -> None:
+        if not due:
+            return
         metrics.DISPATCH_BATCH.observe(len(due))
         for queue, count in Counter(job.queue for job in due).items():
             metrics.JOBS_DISPATCHED.labels(queue).inc(count)
-        return len(due)
 
     async def _send(self, due: Sequence[DueJob], dispatch_lock: int) -> list[str]:
         new_queues = {job.queue for job in due} - self._known_queues
@@ -123,10 +150,49 @@ class Dispatcher:
         batch.sent(stream_ids)
         return stream_ids
 
+    async def _session_round(self) -> int:
+        """One round of :meth:`run` on the connection it holds; returns how many were sent.
+
+        A round that follows a wait starts with its due-rows query: its BEGIN went out before
+        the wait (:meth:`_sleep_time`), not on the way from submit to start. A transaction
+        begun ahead holds no snapshot and no transaction id until its first statement, and
+        the dispatch's statements tell time by ``statement_timestamp()``, not by ``now()``,
+        its start (migration 0013).
+        """
+        if self._session is None:
+            self._session = await self.pool.acquire()
+            self._begun = False
+        if not self._begun:
+            await self._session.execute("BEGIN")
+        self._begun = False  # from here, an error leaves it to _end_session to roll back
+        due = await self._round(self._session)
+        await self._session.execute("COMMIT")
+        self._count(due)
+        return len(due)
+
+    async def _end_session(self) -> None:
+        """Give the held connection back to the pool, any open transaction rolled back."""
+        conn, self._session, self._begun = self._session, None, False
+        if conn is not None:
+            await _rollback(conn)
+            await self.pool.release(conn)  # a no-op for one the pool took back when it closed
+
     async def _sleep_time(self) -> float:
-        async with self.pool.acquire() as conn:
-            # A capped queue's due jobs may be waiting for room: poll for them, never spin.
-            until = await lifecycle.seconds_until_next_due(conn, [*self._paused, *self._capped])
+        """How long to wait for the next round; and its BEGIN, sent ahead.
+
+        The next-due query runs on its own (an implicit transaction) and the BEGIN after
+        it: a statement inside the begun transaction would leave its snapshot registered
+        (asyncpg's portal stays open to the end of the transaction) and hold back VACUUM for
+        the whole wait.
+        """
+        if self._session is None:
+            return self.poll_interval
+        # A capped queue's due jobs may be waiting for room: poll for them, never spin.
+        until = await lifecycle.seconds_until_next_due(
+            self._session, [*self._paused, *self._capped]
+        )
+        await self._session.execute("BEGIN")
+        self._begun = True
         if until is None:
             return self.poll_interval
         return min(max(until, 0.005), self.poll_interval)
@@ -134,37 +200,41 @@ class Dispatcher:
     async def run(self, stop: asyncio.Event) -> None:
         """Dispatch until ``stop`` is set; store errors are logged and retried with backoff."""
         backoff = 0.1
-        while not stop.is_set():
-            # Cleared before looking, not after: a NOTIFY that lands while this round runs
-            # must wake the next one, or its job would wait for the poll interval.
-            self.wake.clear()
-            try:
-                sent = await self.dispatch_once()
-                backoff = 0.1
-                if sent >= self.batch_size:
-                    continue  # more are due: keep going without waiting
-                if sent >= LINGER_MIN_SENT and self.linger > 0:
-                    await self._linger(stop)
-                if self.wake.is_set():
-                    # New jobs arrived while this round ran: go again at once. Asking for
-                    # the next due time first was a statement (planned and run) per round
-                    # whose answer the wake-up made moot.
-                    continue
-                delay = await self._sleep_time()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, RedisError) as exc:
-                # The transaction rolled back; the rows are still due and nothing is lost.
-                store = "redis" if isinstance(exc, RedisError) else "postgres"
-                metrics.STORE_ERRORS.labels(store, "scheduler").inc()
-                self.wake.clear()  # back off for real; new work waits for the retry
-                if store == "redis":
-                    self._known_queues.clear()  # Redis may have restarted empty
-                log.warning(
-                    "dispatch failed; retrying",
-                    extra={"action": "dispatch.error", "error": repr(exc), "retry_in": backoff},
-                )
-                delay = backoff
-                backoff = min(backoff * 2, 5.0)
-            await wait_first(stop.wait(), self.wake.wait(), timeout=delay)
+        try:
+            while not stop.is_set():
+                # Cleared before looking, not after: a NOTIFY that lands while this round
+                # runs must wake the next one, or its job would wait for the poll interval.
+                self.wake.clear()
+                try:
+                    sent = await self._session_round()
+                    backoff = 0.1
+                    if sent >= self.batch_size:
+                        continue  # more are due: keep going without waiting
+                    if sent >= LINGER_MIN_SENT and self.linger > 0:
+                        await self._linger(stop)
+                    if self.wake.is_set():
+                        # New jobs arrived while this round ran: go again at once. Asking
+                        # for the next due time first was a statement (planned and run) per
+                        # round whose answer the wake-up made moot.
+                        continue
+                    delay = await self._sleep_time()
+                except (*DISPATCH_ERRORS, RedisError) as exc:
+                    # The transaction rolls back; the rows are still due and nothing is lost.
+                    await self._end_session()
+                    store = "redis" if isinstance(exc, RedisError) else "postgres"
+                    metrics.STORE_ERRORS.labels(store, "scheduler").inc()
+                    self.wake.clear()  # back off for real; new work waits for the retry
+                    if store == "redis":
+                        self._known_queues.clear()  # Redis may have restarted empty
+                    log.warning(
+                        "dispatch failed; retrying",
+                        extra={"action": "dispatch.error", "error": repr(exc), "retry_in": backoff},
+                    )
+                    delay = backoff
+                    backoff = min(backoff * 2, 5.0)
+                await wait_first(stop.wait(), self.wake.wait(), timeout=delay)
+        finally:
+            await self._end_session()
 
     async def _linger(self, stop: asyncio.Event) -> None:
         """Let the next round gather jobs: under load, rounds back to back carry a few jobs
@@ -176,6 +246,18 @@ class Dispatcher:
     def notified(self, *_: object) -> None:
         """LISTEN callback: something new may be due. Many notifications make one wake-up."""
         self.wake.set()
+
+
+async def _rollback(conn: asyncpg.Connection) -> None:
+    """End the open transaction before the pool takes the connection back (asyncpg would
+    roll it back too, reporting an error). A connection that broke is left to the pool: it
+    has taken it back already (asyncpg releases a pool connection that closes) or replaces
+    it on release."""
+    try:
+        if not conn.is_closed():
+            await conn.execute("ROLLBACK")
+    except DISPATCH_ERRORS:
+        pass
 
 
 async def listen(pool_url: str, dispatcher: Dispatcher, stop: asyncio.Event) -> None:
