@@ -41,9 +41,10 @@ async def conn(stores: Any, pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connect
     await own.close()
 
 
-async def _plans_of_updates(
+async def _plans(
     conn: asyncpg.Connection, call: Callable[[asyncpg.Connection], Awaitable[Any]]
 ) -> list[str]:
+    """The plans auto_explain reported while ``call`` ran."""
     notices: list[str] = []
 
     def collect(_: Any, message: Any) -> None:
@@ -54,7 +55,13 @@ async def _plans_of_updates(
         await call(conn)
     finally:
         conn.remove_log_listener(collect)
-    return [n for n in notices if "UPDATE jobs j" in n]
+    return notices
+
+
+async def _plans_of_updates(
+    conn: asyncpg.Connection, call: Callable[[asyncpg.Connection], Awaitable[Any]]
+) -> list[str]:
+    return [n for n in await _plans(conn, call) if "UPDATE jobs j" in n]
 
 
 async def _rows(conn: asyncpg.Connection, count: int, status: str) -> list[Any]:
@@ -158,17 +165,9 @@ async def test_lease_renewal_finds_its_rows_by_id_not_by_scanning_every_running_
 async def _plans_reading_jobs_due(
     conn: asyncpg.Connection, call: Callable[[asyncpg.Connection], Awaitable[Any]]
 ) -> list[str]:
-    notices: list[str] = []
-
-    def collect(_: Any, message: Any) -> None:
-        notices.append(message.message)
-
-    conn.add_log_listener(collect)
-    try:
-        await call(conn)
-    finally:
-        conn.remove_log_listener(collect)
-    return [n for n in notices if "FROM jobs j" in n and "'pending', 'retrying'" in n]
+    return [
+        n for n in await _plans(conn, call) if "FROM jobs j" in n and "'pending', 'retrying'" in n
+    ]
 
 
 async def test_due_rows_keep_one_plan_made_on_an_empty_table(conn):
