@@ -69,6 +69,19 @@ async def submit(pool: asyncpg.Pool, type_: str = "ping", **overrides: Any) -> J
     return result.job
 
 
+async def wait_status(
+    pool: asyncpg.Pool, job_id: uuid.UUID, status: str, timeout: float = 20.0
+) -> None:
+    """Poll until the job has ``status``; fail if it never does within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        async with pool.acquire() as conn:
+            if await conn.fetchval("SELECT status FROM jobs WHERE id = $1", job_id) == status:
+                return
+        assert time.monotonic() < deadline, f"job never became {status}"
+        await asyncio.sleep(0.02)
+
+
 async def wait_terminal(
     pool: asyncpg.Pool, ids: list[uuid.UUID], timeout: float = 20.0
 ) -> dict[uuid.UUID, Job]:

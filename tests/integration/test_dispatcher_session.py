@@ -17,7 +17,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from taskforge.scheduler.dispatcher import Dispatcher
-from tests.integration.helpers import submit
+from tests.integration.helpers import submit, wait_status
 
 IDLE = 0.4  # seconds the dispatcher waits between rounds (its poll interval here)
 
@@ -51,16 +51,6 @@ async def _session(pool: asyncpg.Pool) -> asyncpg.Record:
         await asyncio.sleep(0.02)
 
 
-async def _queued(pool: asyncpg.Pool, job_id: object, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        async with pool.acquire() as conn:
-            if await conn.fetchval("SELECT status FROM jobs WHERE id = $1", job_id) == "queued":
-                return
-        assert time.monotonic() < deadline, "the job was never dispatched"
-        await asyncio.sleep(0.02)
-
-
 async def test_an_idle_dispatcher_holds_no_snapshot_and_no_transaction_id(pool, redis_client):
     await submit(pool)  # a round that locked and wrote rows, then committed
     async with dispatching(pool, redis_client):
@@ -75,7 +65,7 @@ async def test_a_dispatch_records_its_own_time_not_when_its_transaction_began(po
         await asyncio.sleep(IDLE / 2)  # the transaction begun ahead is this old by now
         job = await submit(pool)
         dispatcher.notified()
-        await _queued(pool, job.id)
+        await wait_status(pool, job.id, "queued", timeout=5)
     async with pool.acquire() as conn:
         row = await conn.fetchrow("SELECT created_at, updated_at FROM jobs WHERE id = $1", job.id)
         events = await conn.fetch(
@@ -93,4 +83,4 @@ async def test_a_dispatcher_whose_connection_was_killed_goes_on(pool, redis_clie
             assert await conn.fetchval("SELECT pg_terminate_backend($1)", session["pid"])
         job = await submit(pool)
         dispatcher.notified()
-        await _queued(pool, job.id, timeout=10)
+        await wait_status(pool, job.id, "queued", timeout=10)

@@ -15,17 +15,7 @@ from taskforge.embedded import free_port
 from taskforge.reaper.reclaim import Reclaimer
 from taskforge.worker.registry import load
 from tests.conftest import make_settings
-from tests.integration.helpers import running_pipeline, submit, wait_terminal
-
-
-async def _wait_status(pool, job_id, status, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        async with pool.acquire() as conn:
-            if await conn.fetchval("SELECT status FROM jobs WHERE id = $1", job_id) == status:
-                return
-        assert time.monotonic() < deadline, f"job never became {status}"
-        await asyncio.sleep(0.02)
+from tests.integration.helpers import running_pipeline, submit, wait_status, wait_terminal
 
 
 async def _reaping(reclaimer: Reclaimer, stop: asyncio.Event) -> None:
@@ -167,7 +157,7 @@ async def test_running_jobs_finish_after_redis_is_flushed(pool, redis_client, st
     settings = make_settings(stores, visibility_timeout=0.9)
     job = await submit(pool, "sleep", payload={"seconds": 1.5})
     async with running_pipeline(pool, redis_client, settings):
-        await _wait_status(pool, job.id, "running")
+        await wait_status(pool, job.id, "running")
         await redis_client.flushdb()  # the heartbeat's touch and the ack find no group
         done = await wait_terminal(pool, [job.id])
     assert (done[job.id].status.value, done[job.id].attempts) == ("completed", 1)
