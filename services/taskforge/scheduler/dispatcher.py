@@ -77,16 +77,10 @@ class Dispatcher:
 
     async def dispatch_once(self) -> int:
         """Send one batch of due jobs in a transaction of its own; returns how many were sent."""
-        async with self.pool.acquire() as conn:
-            await conn.execute("BEGIN")
-            try:
-                due = await self._round(conn)
-            except BaseException:
-                await _rollback(conn)
-                raise
-            await conn.execute("COMMIT")
-        self._count(due)
-        return len(due)
+        try:
+            return await self._session_round()
+        finally:
+            await self._end_session()
 
     async def _round(self, conn: asyncpg.Connection) -> list[DueJob]:
         """One dispatch inside the open transaction of ``conn``: lock due rows, send them,
@@ -151,7 +145,7 @@ class Dispatcher:
         return stream_ids
 
     async def _session_round(self) -> int:
-        """One round of :meth:`run` on the connection it holds; returns how many were sent.
+        """One round on the connection :meth:`run` holds; returns how many were sent.
 
         A round that follows a wait starts with its due-rows query: its BEGIN went out before
         the wait (:meth:`_sleep_time`), not on the way from submit to start. A transaction
@@ -161,7 +155,6 @@ class Dispatcher:
         """
         if self._session is None:
             self._session = await self.pool.acquire()
-            self._begun = False
         if not self._begun:
             await self._session.execute("BEGIN")
         self._begun = False  # from here, an error leaves it to _end_session to roll back
