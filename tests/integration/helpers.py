@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+import pytest
 import redis.asyncio as aioredis
 
-from taskforge import lifecycle
+from taskforge import lifecycle, store
 from taskforge.config import Settings
 from taskforge.jobs import TERMINAL_STATUSES, Job
 from taskforge.scheduler.dispatcher import Dispatcher, listen
@@ -99,3 +100,42 @@ async def wait_terminal(
             }
             raise AssertionError(f"jobs not terminal after {timeout}s: {waiting}")
         await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def explaining_connection(postgres_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection configured as the deployables' (:func:`taskforge.store.create_pool`) that
+    reports the plan of every statement it runs, nested ones too, as notices (auto_explain);
+    the test is skipped where the server lacks auto_explain."""
+    own = await store.create_pool(postgres_url, min_size=1, max_size=1)
+    try:
+        async with own.acquire() as connection:
+            try:
+                await connection.execute("LOAD 'auto_explain'")
+            except asyncpg.PostgresError as exc:
+                pytest.skip(f"auto_explain is not available here: {exc}")
+            await connection.execute(
+                "SET auto_explain.log_min_duration = 0;"
+                " SET auto_explain.log_nested_statements = on;"
+                " SET auto_explain.log_level = notice"
+            )
+            yield connection
+    finally:
+        await own.close()
+
+
+async def plans_during(
+    conn: asyncpg.Connection, call: Callable[[asyncpg.Connection], Awaitable[Any]]
+) -> list[str]:
+    """The plans auto_explain reported on ``conn`` while ``call`` ran."""
+    notices: list[str] = []
+
+    def collect(_: Any, message: Any) -> None:
+        notices.append(message.message)
+
+    conn.add_log_listener(collect)
+    try:
+        await call(conn)
+    finally:
+        conn.remove_log_listener(collect)
+    return notices

@@ -19,49 +19,23 @@ from typing import Any
 import asyncpg
 import pytest
 
-from taskforge import lifecycle, store
+from taskforge import lifecycle
 from taskforge.jobs import Status
 from taskforge.lifecycle import Outcome
+from tests.integration.helpers import explaining_connection, plans_during
 
 
 @pytest.fixture
 async def conn(stores: Any, pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
     """A connection of its own (its settings are changed), configured as the deployables'."""
-    own = await store.create_pool(stores.postgres_url, min_size=1, max_size=1)
-    async with own.acquire() as connection:
-        try:
-            await connection.execute("LOAD 'auto_explain'")
-        except asyncpg.PostgresError as exc:
-            pytest.skip(f"auto_explain is not available here: {exc}")
-        await connection.execute(
-            "SET auto_explain.log_min_duration = 0; SET auto_explain.log_nested_statements = on;"
-            " SET auto_explain.log_level = notice"
-        )
+    async with explaining_connection(stores.postgres_url) as connection:
         yield connection
-    await own.close()
-
-
-async def _plans(
-    conn: asyncpg.Connection, call: Callable[[asyncpg.Connection], Awaitable[Any]]
-) -> list[str]:
-    """The plans auto_explain reported while ``call`` ran."""
-    notices: list[str] = []
-
-    def collect(_: Any, message: Any) -> None:
-        notices.append(message.message)
-
-    conn.add_log_listener(collect)
-    try:
-        await call(conn)
-    finally:
-        conn.remove_log_listener(collect)
-    return notices
 
 
 async def _plans_of_updates(
     conn: asyncpg.Connection, call: Callable[[asyncpg.Connection], Awaitable[Any]]
 ) -> list[str]:
-    return [n for n in await _plans(conn, call) if "UPDATE jobs j" in n]
+    return [n for n in await plans_during(conn, call) if "UPDATE jobs j" in n]
 
 
 async def _rows(conn: asyncpg.Connection, count: int, status: str) -> list[Any]:
@@ -166,7 +140,9 @@ async def _plans_reading_jobs_due(
     conn: asyncpg.Connection, call: Callable[[asyncpg.Connection], Awaitable[Any]]
 ) -> list[str]:
     return [
-        n for n in await _plans(conn, call) if "FROM jobs j" in n and "'pending', 'retrying'" in n
+        n
+        for n in await plans_during(conn, call)
+        if "FROM jobs j" in n and "'pending', 'retrying'" in n
     ]
 
 

@@ -142,7 +142,9 @@ SELECT queue,
            WHERE status IN ('pending', 'retrying', 'queued') AND run_at <= now()))::float8
            AS oldest_age
 FROM jobs
-WHERE status IN ('pending', 'retrying', 'queued', 'running')
+-- An OR of constants, not IN: a bitmap over the indexes that hold each status (migration
+-- 0014: running rows are only in jobs_lease), where IN made a sequential scan.
+WHERE (status = 'pending' OR status = 'retrying' OR status = 'queued' OR status = 'running')
 GROUP BY queue
 """
 

@@ -83,7 +83,8 @@ SELECT d.*
 FROM (
     SELECT q.name, greatest(q.concurrency - (
         SELECT count(*) FROM jobs b
-        WHERE b.queue = q.name AND b.status IN ('queued', 'running')), 0) AS room
+        -- an OR, not IN: queued rows are in jobs_status_id_sparse, running ones in jobs_lease
+        WHERE b.queue = q.name AND (b.status = 'queued' OR b.status = 'running')), 0) AS room
     FROM queues q
     WHERE q.name = ANY($1::text[]) AND q.concurrency IS NOT NULL AND NOT q.paused
 ) r
