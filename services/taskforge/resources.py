@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -126,6 +127,22 @@ def ops_app(main: web.Application) -> web.Application:
     return app
 
 
+def freeze_startup_heap() -> int:
+    """Collect the garbage of startup, then exempt everything alive from the cyclic GC.
+
+    A deployable starts with ~70k long-lived objects (modules, classes, the OpenTelemetry,
+    protobuf and aiohttp machinery) and then allocates short-lived ones per job. Each full
+    collection traversed them all: 25-50 ms of CPU with the event loop stopped, a fifth of
+    the api's CPU and 15% of a worker's during a drain, and a pause on the way of every job
+    in flight. Frozen objects are still freed by reference counting; only a reference cycle
+    among them would outlive its use (the pool's first connections, if replaced: bounded).
+    Returns how many objects were frozen.
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 def serve(
     service: str,
     settings: Settings,
@@ -188,7 +205,11 @@ def serve(
             await web.TCPSite(runner, settings.http_host, port, reuse_port=True).start()
             log.info("listening", extra={"action": "http.listen", "port": port})
         started.set()
-        log.info("started", extra={"action": "service.start", "service": service})
+        frozen = freeze_startup_heap()
+        log.info(
+            "started",
+            extra={"action": "service.start", "service": service, "gc_frozen": frozen},
+        )
         try:
             await shutdown.wait()
             log.info("stopping", extra={"action": "service.stopping", "service": service})

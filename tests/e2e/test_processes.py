@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import aiohttp
@@ -43,6 +44,15 @@ async def test_hundreds_of_concurrent_submissions_all_complete(stores, clean, tm
         # SIGTERM: each deployable stops cleanly.
         for name in list(system.procs):
             assert system.stop(name) == 0, system.procs[name].log.read_text()[-2000:]
+        # Each froze its startup heap once up (resources.freeze_startup_heap).
+        for name, deployable in system.procs.items():
+            starts = [
+                record
+                for line in deployable.log.read_text().splitlines()
+                if line.startswith("{")
+                and (record := json.loads(line)).get("action") == "service.start"
+            ]
+            assert len(starts) == 1 and starts[0]["gc_frozen"] > 10_000, (name, starts)
 
 
 async def test_sigterm_lets_a_running_job_finish_within_the_grace(stores, clean, tmp_path):
