@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 import redis.asyncio as aioredis
 
-from taskforge.scheduler.dispatcher import Dispatcher
+from taskforge.scheduler.dispatcher import Dispatcher, _rollback
 from tests.integration.helpers import submit, wait_status
 
 IDLE = 0.4  # seconds the dispatcher waits between rounds (its poll interval here)
@@ -84,3 +84,20 @@ async def test_a_dispatcher_whose_connection_was_killed_goes_on(pool, redis_clie
         job = await submit(pool)
         dispatcher.notified()
         await wait_status(pool, job.id, "queued", timeout=10)
+
+
+async def test_ending_a_session_rolls_back_only_an_open_transaction(stores, clean):
+    """A session that committed is given back without a ROLLBACK (PostgreSQL answers one
+    outside a transaction with a WARNING in its log); an open transaction is rolled back."""
+    conn = await asyncpg.connect(stores.postgres_url)
+    warnings: list[str] = []
+    conn.add_log_listener(lambda _, message: warnings.append(message.message))
+    try:
+        await _rollback(conn)
+        await conn.execute("BEGIN")
+        await _rollback(conn)
+        assert not conn.is_in_transaction()
+        await conn.fetchval("SELECT 1")  # notices arrive before the next answer
+        assert warnings == []
+    finally:
+        await conn.close()

@@ -245,9 +245,10 @@ async def _rollback(conn: asyncpg.Connection) -> None:
     """End the open transaction before the pool takes the connection back (asyncpg would
     roll it back too, reporting an error). A connection that broke is left to the pool: it
     has taken it back already (asyncpg releases a pool connection that closes) or replaces
-    it on release."""
+    it on release. One with no transaction open (a round that committed) gets no ROLLBACK,
+    which PostgreSQL would answer with a WARNING in its log."""
     try:
-        if not conn.is_closed():
+        if not conn.is_closed() and conn.is_in_transaction():
             await conn.execute("ROLLBACK")
     except DISPATCH_ERRORS:
         pass
