@@ -1,49 +1,33 @@
 """The worker loop: read → claim (batch) → run handlers → finish (batch) → ack.
 
-It never writes SQL; every state change goes through :mod:`taskforge.lifecycle`. Side tasks
-(the finisher in :mod:`.finishing`, the heartbeat and cancel listener in :mod:`.leases`) are
-named and watched: if one dies, the worker stops.
+It never writes SQL; every state change goes through :mod:`taskforge.lifecycle`. Each
+claimed job runs in a task of its own (:mod:`.execution`). Side tasks (the finisher in
+:mod:`.finishing`, the heartbeat and cancel listener in :mod:`.leases`) are named and
+watched: if one dies, the worker stops.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 import uuid
-from dataclasses import dataclass
 
 import asyncpg
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from taskforge import lifecycle, metrics, spans, streams
+from taskforge import lifecycle, metrics, streams
 from taskforge.config import Settings
-from taskforge.jobs import Status
-from taskforge.lifecycle import ClaimedJob, Outcome
 from taskforge.resources import wait_first
-from taskforge.worker import outcomes
-from taskforge.worker.finishing import STORE_ERRORS, Finisher, FinishItem
+from taskforge.worker.execution import JobRunner, Running
+from taskforge.worker.finishing import STORE_ERRORS, Finisher
 from taskforge.worker.leases import LeaseKeeper
-from taskforge.worker.registry import JobContext, JobLogger, Registry
+from taskforge.worker.registry import Registry
 
 log = logging.getLogger("taskforge.worker")
 
 GATHER_SECONDS = 0.02
-
-
-@dataclass
-class Running:
-    """A claimed job this worker is running."""
-
-    job: ClaimedJob
-    task: asyncio.Task[None] | None = None
-    lease_deadline: float = 0.0
-    timeout: float = 0.0  # the handler's, in seconds
-    timeout_at: float = math.inf  # monotonic time the timeout sweep stops the handler
-    cancel_reason: str | None = None  # cancel, shutdown, lease or timeout
-    headers: dict[str, str] | None = None  # the stream entry's (trace context)
 
 
 class Worker:
@@ -69,6 +53,7 @@ class Worker:
             pool, redis, self.actor, self._store_error, on_recorded=self._slot_free.set
         )
         self.leases = LeaseKeeper(self)
+        self.runner = JobRunner(registry, settings, self.finisher, self.name, self._job_done)
         self._unclaimed: list[tuple[str, str, bytes | None]] = []
         self.closing = False
         self._min_read = max(1, settings.worker_concurrency // 4)
@@ -208,7 +193,7 @@ class Worker:
             )
             running = Running(job, lease_deadline=deadline, headers=headers.get(job.stream_id))
             self.running[job.id] = running
-            running.task = asyncio.create_task(self._execute(running), name=f"job:{job.id}")
+            running.task = asyncio.create_task(self.runner.run(running), name=f"job:{job.id}")
         for (queue, job_type), waits in waited.items():
             series = metrics.job_series(queue, job_type)
             series.attempts.inc(len(waits))
@@ -221,73 +206,11 @@ class Worker:
             except STORE_ERRORS as exc:
                 self._store_error("ack", exc, 0)
 
-    # -- running --------------------------------------------------------------------------
+    # -- running ------------------------------------------------------------------------
 
-    async def _execute(self, running: Running) -> None:
-        job = running.job
-        extra = {
-            "job_id": str(job.id),
-            "queue": job.queue,
-            "type": job.type,
-            "attempt": job.attempt,
-        }
-        logger = JobLogger(log, extra)
-        handler = self.registry.get(job.type)
-        started = time.monotonic()
-        outcome: Outcome | None
-        # The handler runs inside the job's CONSUMER span, so spans it makes nest under it.
-        with spans.process(job, running.headers, self.name) as span:
-            try:
-                if handler is None:
-                    outcome = outcomes.dead(
-                        job, outcomes.NO_HANDLER.format(type=job.type, queue=job.queue)
-                    )
-                else:
-                    ctx = JobContext(
-                        job.id,
-                        job.type,
-                        job.queue,
-                        job.attempt,
-                        job.max_attempts,
-                        job.stream_id,
-                        logger,
-                    )
-                    running.timeout = handler.timeout or job.timeout_seconds
-                    # No timer per job: LeaseKeeper.enforce_timeouts cancels the task.
-                    running.timeout_at = started + running.timeout
-                    outcome = await outcomes.call(
-                        handler, ctx, job, self.settings.backoff_base, self.settings.backoff_max
-                    )
-            except asyncio.CancelledError:
-                outcome = self._on_cancel(running)
-            spans.processed(span, outcome, running.cancel_reason)
-        runtime = time.monotonic() - started
-        if outcome is None:
-            metrics.job_series(job.queue, job.type).runtime.observe(runtime)
-        else:
-            # Outcome and runtime are counted when the finisher has recorded the batch.
-            self.finisher.add(
-                FinishItem(
-                    outcome, job.queue, job.stream_id, job, spans.log_ids(span), runtime=runtime
-                )
-            )
-        self.running.pop(job.id, None)
+    def _job_done(self, job_id: uuid.UUID) -> None:
+        self.running.pop(job_id, None)
         self._slot_free.set()
-
-    def _on_cancel(self, running: Running) -> Outcome | None:
-        job = running.job
-        if running.cancel_reason == "timeout":
-            message = f"timed out after {running.timeout:g}s"
-            spans.record_error(TimeoutError(message))
-            return outcomes.failed(
-                job, message, self.settings.backoff_base, self.settings.backoff_max
-            )
-        if running.cancel_reason == "cancel":
-            return Outcome(job.id, job.attempt, Status.CANCELLED, error="cancelled on request")
-        if running.cancel_reason == "shutdown":
-            self.finisher.handbacks.append((job.id, job.attempt, job.queue, job.stream_id))
-        # "lease": another owner decides now; we record nothing.
-        return None
 
     def cancel(self, job_id: uuid.UUID, reason: str) -> bool:
         """Cancel a running job's handler; ``reason`` is cancel, shutdown, lease or timeout."""

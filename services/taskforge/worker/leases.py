@@ -19,7 +19,8 @@ from taskforge import lifecycle, streams
 from taskforge.worker.finishing import STORE_ERRORS
 
 if TYPE_CHECKING:
-    from taskforge.worker.consumer import Running, Worker
+    from taskforge.worker.consumer import Worker
+    from taskforge.worker.execution import Running
 
 log = logging.getLogger("taskforge.worker")
 

@@ -1,0 +1,125 @@
+"""Running one claimed job: its handler inside the job's span, its outcome to the finisher.
+
+The :class:`~taskforge.worker.consumer.Worker` claims jobs and starts a task per job on
+:meth:`JobRunner.run`; the :class:`~taskforge.worker.leases.LeaseKeeper` cancels a task whose
+timeout, lease or job was cancelled, having set :attr:`Running.cancel_reason` first, and this
+module turns that reason into the outcome to record (or none).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from taskforge import metrics, spans
+from taskforge.config import Settings
+from taskforge.jobs import Status
+from taskforge.lifecycle import ClaimedJob, Outcome
+from taskforge.worker import outcomes
+from taskforge.worker.finishing import Finisher, FinishItem
+from taskforge.worker.registry import JobContext, JobLogger, Registry
+
+log = logging.getLogger("taskforge.worker")
+
+
+@dataclass
+class Running:
+    """A claimed job this worker is running."""
+
+    job: ClaimedJob
+    task: asyncio.Task[None] | None = None
+    lease_deadline: float = 0.0
+    timeout: float = 0.0  # the handler's, in seconds
+    timeout_at: float = math.inf  # monotonic time the timeout sweep stops the handler
+    cancel_reason: str | None = None  # cancel, shutdown, lease or timeout
+    headers: dict[str, str] | None = None  # the stream entry's (trace context)
+
+
+class JobRunner:
+    """Runs handlers for one worker; ``on_done(job_id)`` is called when a job's task ends."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        settings: Settings,
+        finisher: Finisher,
+        worker_name: str,
+        on_done: Callable[[uuid.UUID], None],
+    ) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.finisher = finisher
+        self.worker_name = worker_name
+        self.on_done = on_done
+
+    async def run(self, running: Running) -> None:
+        """Run the job's handler and hand its outcome to the finisher (the task's body)."""
+        job = running.job
+        extra = {
+            "job_id": str(job.id),
+            "queue": job.queue,
+            "type": job.type,
+            "attempt": job.attempt,
+        }
+        logger = JobLogger(log, extra)
+        handler = self.registry.get(job.type)
+        started = time.monotonic()
+        outcome: Outcome | None
+        # The handler runs inside the job's CONSUMER span, so spans it makes nest under it.
+        with spans.process(job, running.headers, self.worker_name) as span:
+            try:
+                if handler is None:
+                    outcome = outcomes.dead(
+                        job, outcomes.NO_HANDLER.format(type=job.type, queue=job.queue)
+                    )
+                else:
+                    ctx = JobContext(
+                        job.id,
+                        job.type,
+                        job.queue,
+                        job.attempt,
+                        job.max_attempts,
+                        job.stream_id,
+                        logger,
+                    )
+                    running.timeout = handler.timeout or job.timeout_seconds
+                    # No timer per job: LeaseKeeper.enforce_timeouts cancels the task.
+                    running.timeout_at = started + running.timeout
+                    outcome = await outcomes.call(
+                        handler, ctx, job, self.settings.backoff_base, self.settings.backoff_max
+                    )
+            except asyncio.CancelledError:
+                outcome = self._on_cancel(running)
+            spans.processed(span, outcome, running.cancel_reason)
+        runtime = time.monotonic() - started
+        if outcome is None:
+            metrics.job_series(job.queue, job.type).runtime.observe(runtime)
+        else:
+            # Outcome and runtime are counted when the finisher has recorded the batch.
+            self.finisher.add(
+                FinishItem(
+                    outcome, job.queue, job.stream_id, job, spans.log_ids(span), runtime=runtime
+                )
+            )
+        self.on_done(job.id)
+
+    def _on_cancel(self, running: Running) -> Outcome | None:
+        """The outcome of a handler cancelled for ``running.cancel_reason``, if any."""
+        job = running.job
+        if running.cancel_reason == "timeout":
+            message = f"timed out after {running.timeout:g}s"
+            spans.record_error(TimeoutError(message))
+            return outcomes.failed(
+                job, message, self.settings.backoff_base, self.settings.backoff_max
+            )
+        if running.cancel_reason == "cancel":
+            return Outcome(job.id, job.attempt, Status.CANCELLED, error="cancelled on request")
+        if running.cancel_reason == "shutdown":
+            self.finisher.handbacks.append((job.id, job.attempt, job.queue, job.stream_id))
+        # "lease": another owner decides now; we record nothing.
+        return None
