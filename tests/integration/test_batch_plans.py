@@ -22,7 +22,7 @@ import pytest
 from taskforge import lifecycle
 from taskforge.jobs import Status
 from taskforge.lifecycle import Outcome
-from tests.integration.helpers import explaining_connection, plans_during
+from tests.integration.helpers import explaining_connection, job_values, plans_during
 
 
 @pytest.fixture
@@ -170,3 +170,23 @@ async def test_due_rows_keep_one_plan_made_on_an_empty_table(conn):
         ), plan
         assert "Seq Scan" not in plan and "Bitmap" not in plan and "Sort" not in plan, plan
         assert "ALL ($2)" in plan or "ALL ($1)" in plan, f"not a generic plan: {plan}"
+
+
+async def test_a_batch_without_idempotency_keys_inserts_without_conflict_handling(conn):
+    """ON CONFLICT makes every row a speculative insertion; only a batch that carries keys
+    needs it, and then a taken key still returns the existing job."""
+    plain = [job_values(), job_values()]
+    keyed = [job_values(), job_values(idempotency_key="k-1")]
+
+    async def submit_both(c: asyncpg.Connection) -> None:
+        created = await lifecycle.submit_batch(c, plain, [None, None])
+        assert [r.created for r in created] == [True, True]
+        first = await lifecycle.submit_batch(c, keyed, [None, "h"])
+        again = await lifecycle.submit_batch(c, keyed[1:], ["h"])
+        assert [r.created for r in first + again] == [True, True, False]
+        assert again[0].job.id == first[1].job.id
+
+    inserts = [p for p in await plans_during(conn, submit_both) if "Insert on jobs" in p]
+    assert len(inserts) == 3, inserts
+    assert "Conflict Resolution" not in inserts[0], inserts[0]
+    assert all("Conflict Resolution: NOTHING" in p for p in inserts[1:]), inserts[1:]

@@ -118,7 +118,7 @@ WITH picked AS (
 SELECT count(*) FROM moved
 """
 
-INSERT_BATCH = f"""
+_INSERT_BATCH = """
 WITH ins AS (
     INSERT INTO jobs (id, queue, type, payload, priority, max_attempts, timeout_seconds, run_at,
                       idempotency_key, request_hash, traceparent, tracestate)
@@ -132,10 +132,10 @@ WITH ins AS (
          AS b(id, queue, type, payload, priority, max_attempts, timeout, run_at, delay, key,
               hash, traceparent, tracestate, n)
     ORDER BY b.n
-    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    {on_conflict}
     RETURNING *
 ), ev AS (
-    {_EVENTS}
+    {events}
     SELECT id, NULL, 'pending', 0, 'api', NULL FROM ins
 ), wake AS (
     -- Wake the dispatcher when this commits: a NOTIFY of its own after the commit was one
@@ -145,6 +145,16 @@ WITH ins AS (
 )
 SELECT ins.* FROM ins LEFT JOIN wake ON true
 """
+
+# A batch carrying idempotency keys skips the rows whose key is taken (and reads those jobs
+# after). A batch without keys cannot conflict and inserts plainly: ON CONFLICT made every
+# row a speculative insertion (a lock taken and released, a confirmation WAL record),
+# 7-10% of the statement's time for 500 rows.
+INSERT_BATCH = _INSERT_BATCH.format(
+    on_conflict="ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+    events=_EVENTS,
+)
+INSERT_BATCH_UNKEYED = _INSERT_BATCH.format(on_conflict="", events=_EVENTS)
 
 SELECT_BY_KEYS = "SELECT * FROM jobs WHERE idempotency_key = ANY($1::text[])"
 
@@ -237,8 +247,9 @@ async def submit_batch(
     ]
     for _ in range(3):
         ids = dict(zip(todo, uuid7s(len(todo)), strict=True))
+        keyed = any(specs[i].get("idempotency_key") for i in todo)
         rows = await conn.fetch(
-            INSERT_BATCH,
+            INSERT_BATCH if keyed else INSERT_BATCH_UNKEYED,
             [ids[i] for i in todo],
             [specs[i]["queue"] for i in todo],
             [specs[i]["type"] for i in todo],
