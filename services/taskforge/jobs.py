@@ -11,6 +11,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+from asyncpg.pgproto.pgproto import UUID as _AsyncpgUUID
+
 Json = Any
 """A value orjson can encode: dict, list, str, int, float, bool or None."""
 
@@ -172,12 +174,26 @@ def uuid7() -> uuid.UUID:
 
 def uuid7s(count: int) -> list[uuid.UUID]:
     """``count`` UUIDv7s with one read of the OS's random source (a syscall per id was a
-    twentieth of a batch submit's CPU)."""
+    twentieth of a batch submit's CPU).
+
+    They are asyncpg's UUIDs (:func:`fast_uuid`), the type of every id read back from
+    PostgreSQL: ``uuid.UUID(int=…)`` took 2.6 µs an id against 1.2, and a batch matches its
+    returned rows to its ids without comparing across the two types (0.7 → 0.24 µs a job).
+    """
     millis = time.time_ns() // 1_000_000
     prefix = ((millis & ((1 << 48) - 1)) << 80) | (0x7 << 76) | (0b10 << 62)
     pool = os.urandom(10 * count)
     ids = []
     for offset in range(0, 10 * count, 10):
         rand = int.from_bytes(pool[offset : offset + 10], "big")
-        ids.append(uuid.UUID(int=prefix | ((rand >> 62) & 0xFFF) << 64 | rand & ((1 << 62) - 1)))
+        value = prefix | ((rand >> 62) & 0xFFF) << 64 | rand & ((1 << 62) - 1)
+        ids.append(fast_uuid(value.to_bytes(16, "big")))
     return ids
+
+
+def fast_uuid(value: str | bytes) -> uuid.UUID:
+    """A UUID from its text or its 16 bytes, as asyncpg's own type: a ``uuid.UUID`` subclass
+    (equal to and hashed like the standard one) built, printed and encoded in C. Raises
+    ``ValueError`` for anything that is not a UUID."""
+    made: uuid.UUID = _AsyncpgUUID(value)
+    return made

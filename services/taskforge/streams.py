@@ -18,6 +18,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
+from taskforge.jobs import fast_uuid
 from taskforge.pb import messages_pb2
 
 GROUP = "workers"
@@ -177,7 +178,7 @@ def decode(stream_id: str, data: bytes) -> Envelope | None:
     """Parse an entry; None for an entry that is not a valid ``JobMessage`` (poison)."""
     try:
         message = messages_pb2.JobMessage.FromString(data)
-        job_id = uuid.UUID(message.job_id)
+        job_id = fast_uuid(message.job_id)  # 0.2 µs; uuid.UUID(str) took 1.5 per job
     except Exception:  # protobuf raises DecodeError, uuid ValueError: both mean garbage
         return None
     return Envelope(

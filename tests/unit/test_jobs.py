@@ -6,10 +6,19 @@ import random
 import time
 import uuid
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from taskforge.jobs import TERMINAL_STATUSES, Status, backoff_delay, status_of, uuid7, uuid7s
+from taskforge.jobs import (
+    TERMINAL_STATUSES,
+    Status,
+    backoff_delay,
+    fast_uuid,
+    status_of,
+    uuid7,
+    uuid7s,
+)
 
 
 @given(
@@ -50,6 +59,26 @@ def test_uuid7s_share_the_millisecond_and_differ_in_their_random_bits():
     # Both random fields vary: the 12 bits after the version and the 62 after the variant.
     assert len({(i.int >> 64) & 0xFFF for i in ids}) > 500
     assert len({i.int & ((1 << 62) - 1) for i in ids}) == 1000
+
+
+@given(st.uuids())
+def test_fast_uuids_are_the_standard_uuid_in_every_way_that_counts(standard):
+    for made in (fast_uuid(str(standard)), fast_uuid(standard.bytes)):
+        assert isinstance(made, uuid.UUID)
+        assert made == standard and standard == made
+        assert hash(made) == hash(standard)
+        assert {standard: 1}[made] == 1  # dict keys mix: ids generated here, ids read back
+        assert (str(made), made.int, made.version) == (
+            str(standard),
+            standard.int,
+            standard.version,
+        )
+
+
+@pytest.mark.parametrize("garbage", ["", "not-a-uuid", "1234", b"short"])
+def test_fast_uuid_refuses_what_is_not_a_uuid(garbage):
+    with pytest.raises(ValueError):
+        fast_uuid(garbage)
 
 
 def test_terminal_statuses():
