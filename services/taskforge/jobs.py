@@ -120,6 +120,46 @@ class Job(NamedTuple):
             finished_at=row["finished_at"],
         )
 
+    @classmethod
+    def submitted(
+        cls,
+        job_id: uuid.UUID,
+        spec: dict[str, Any],
+        run_at: datetime,
+        created_at: datetime,
+        traceparent: str | None,
+        tracestate: str | None,
+    ) -> Job:
+        """The row a batch insert just stored, from its spec and the two values PostgreSQL
+        chose (due time, creation time): the columns' defaults for the rest, as migration
+        0001 declares them. Reading all 24 columns back cost the api 3 µs a job and
+        PostgreSQL their output; a test holds this equal to the row as read back."""
+        return cls(
+            id=job_id,
+            queue=spec["queue"],
+            type=spec["type"],
+            payload=spec["payload"],
+            status=Status.PENDING,
+            priority=spec["priority"],
+            attempts=0,
+            max_attempts=spec["max_attempts"],
+            run_at=run_at,
+            timeout_seconds=float(spec["timeout_seconds"]),
+            idempotency_key=spec.get("idempotency_key"),
+            traceparent=traceparent,
+            tracestate=tracestate,
+            stream_id=None,
+            lease_expires_at=None,
+            worker=None,
+            last_error=None,
+            result=None,
+            cancel_requested=False,
+            created_at=created_at,
+            updated_at=created_at,
+            started_at=None,
+            finished_at=None,
+        )
+
     def to_json(self) -> dict[str, Json]:
         """The job as the REST API shows it.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 from taskforge import lifecycle
 from taskforge.jobs import Status
@@ -277,3 +278,30 @@ async def test_a_batch_insert_wakes_the_dispatcher_once_at_its_commit(pool):
     finally:
         await listener.remove_listener("taskforge_jobs", on_wake)
         await pool.release(listener)
+
+
+async def test_a_batch_reports_each_new_job_exactly_as_stored(pool):
+    """submit_batch reads back only what PostgreSQL chose (id, due and creation times) and
+    builds the rest from the spec (Job.submitted): it must equal the row as read back, for
+    any mix of payloads, due times, keys and trace contexts."""
+    specs = [
+        job_values(),
+        job_values("ping", payload={"b": [1.5, "x", None, {"z": True}], "a": -7}, priority=9),
+        job_values(delay_seconds=30.0, max_attempts=1, timeout_seconds=2),
+        job_values(run_at=datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC), queue="other"),
+        job_values(idempotency_key="batch-key-1"),
+        job_values(traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+    ]
+    async with pool.acquire() as conn:
+        results = await lifecycle.submit_batch(
+            conn,
+            specs,
+            [None, None, None, None, "hash", None],
+            "00-" + "1" * 32 + "-" + "2" * 16 + "-01",
+            "k=v",
+        )
+        stored = [await lifecycle.get_job(conn, r.job.id) for r in results]
+    assert all(r.created for r in results)
+    assert [r.job for r in results] == stored
+    assert stored[0].traceparent == "00-" + "1" * 32 + "-" + "2" * 16 + "-01"  # batch-wide
+    assert stored[5].traceparent.startswith("00-0af7")  # the spec's own wins

@@ -133,7 +133,7 @@ WITH ins AS (
               hash, traceparent, tracestate, n)
     ORDER BY b.n
     {on_conflict}
-    RETURNING *
+    RETURNING id, run_at, created_at
 ), ev AS (
     {events}
     SELECT id, NULL, 'pending', 0, 'api', NULL FROM ins
@@ -143,7 +143,8 @@ WITH ins AS (
     -- sleeps until their due time rather than until its next poll.
     SELECT pg_notify('taskforge_jobs', '') FROM ins LIMIT 1
 )
-SELECT ins.* FROM ins LEFT JOIN wake ON true
+-- Only what PostgreSQL decided: the rest of each new row is its spec (Job.submitted).
+SELECT ins.id, ins.run_at, ins.created_at FROM ins LEFT JOIN wake ON true
 """
 
 # A batch carrying idempotency keys skips the rows whose key is taken (and reads those jobs
@@ -264,10 +265,12 @@ async def submit_batch(
             [traces[i][0] for i in todo],
             [traces[i][1] for i in todo],
         )
-        inserted = {row["id"]: Job.from_row(row) for row in rows}
+        inserted = {row["id"]: row for row in rows}
         for i in todo:
-            if ids[i] in inserted:
-                results[i] = SubmitResult(inserted[ids[i]], created=True, request_hash=hashes[i])
+            row = inserted.get(ids[i])
+            if row is not None:
+                job = Job.submitted(ids[i], specs[i], row["run_at"], row["created_at"], *traces[i])
+                results[i] = SubmitResult(job, created=True, request_hash=hashes[i])
         keys = [specs[i]["idempotency_key"] for i in todo if results[i] is None]
         existing = (
             {row["idempotency_key"]: row for row in await conn.fetch(SELECT_BY_KEYS, keys)}
