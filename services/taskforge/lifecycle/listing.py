@@ -18,7 +18,7 @@ from typing import Any
 
 from taskforge.jobs import Job, Status
 
-__all__ = ["JobEvent", "JobFilter", "JobPage", "job_events", "list_jobs", "status_in"]
+__all__ = ["JobEvent", "JobFilter", "JobPage", "job_events", "list_jobs"]
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class JobPage:
     next_after: uuid.UUID | None
 
 
-def status_in(statuses: Iterable[Status]) -> str:
+def _status_in(statuses: Iterable[Status]) -> str:
     """``status`` among ``statuses``, written as constants: the (status, id) index is partial
     (migration 0014) and serves only a WHERE that names the statuses it holds, and an OR of
     equalities lets a listing of several statuses combine the indexes that hold each.
@@ -53,7 +53,7 @@ def status_in(statuses: Iterable[Status]) -> str:
     """
     terms = [f"status = '{Status(status).value}'" for status in sorted(set(statuses))]
     if not terms:
-        raise ValueError("status_in needs at least one status")
+        raise ValueError("_status_in needs at least one status")
     return "(" + " OR ".join(terms) + ")"
 
 
@@ -68,7 +68,7 @@ def _where(match: JobFilter, after: uuid.UUID | None) -> tuple[str, list[Any]]:
         clauses.append(sql)
 
     if match.statuses:
-        clauses.append(status_in(match.statuses))
+        clauses.append(_status_in(match.statuses))
     if match.queue is not None:
         add("queue = ?", match.queue)
     if match.type is not None:

@@ -206,7 +206,7 @@ class Worker:
             except STORE_ERRORS as exc:
                 self._store_error("ack", exc, 0)
 
-    # -- running ------------------------------------------------------------------------
+    # -- running --------------------------------------------------------------------------
 
     def _job_done(self, job_id: uuid.UUID) -> None:
         self.running.pop(job_id, None)
