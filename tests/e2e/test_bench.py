@@ -24,6 +24,9 @@ async def test_bench_scenarios_report_every_job(stores, clean, tmp_path):
         assert result.completed == jobs
         assert result.drain_throughput > 0
         assert 0 < result.start_latency_ms["p50"] <= result.finish_latency_ms["max"]
+        # Every job was dispatched once, between its submit and its finish.
+        assert 0 < result.dispatch_latency_ms["p50"] <= result.finish_latency_ms["max"]
+        assert result.dispatch_latency_ms["max"] <= result.finish_latency_ms["max"]
     # Every deployable, plus the PostgreSQL servers and the load generator itself.
     assert set(batch.resources) == set(pids) | {"postgres", "bench"}
     assert all(batch.resources[name]["peak_rss_mb"] > 0 for name in (*pids, "bench"))

@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from taskforge.bench import Result, format_table, percentiles
+from taskforge.bench.report import percentiles_ms
 
 
 def test_percentiles_nearest_rank():
@@ -34,7 +35,15 @@ def test_table_lists_each_scenario_and_resources():
         {"p50": 1.5, "p95": 2.5, "p99": 3.5, "max": 4.5},
         1000,
         {"worker-1": {"cpu_seconds": 1.25, "peak_rss_mb": 61.0}},
+        {"p50": 0.5, "p95": 0.7, "p99": 0.9, "max": 1.0},
     )
     table = format_table([result])
     assert "batch" in table and "2,500" in table and "1.0/2.0/3.0" in table
+    header, row = table.splitlines()[:2]
+    assert "dispatch p50/p99 ms" in header and "0.5/0.9" in row
     assert "worker-1" in table and "61 MB" in table
+
+
+def test_percentiles_ms_skip_jobs_without_a_dispatch_record():
+    assert percentiles_ms([0.001, None, 0.003]) == {"p50": 1.0, "p95": 3.0, "p99": 3.0, "max": 3.0}
+    assert percentiles_ms([None]) == {"p50": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0}

@@ -3,7 +3,8 @@
 Scenarios: ``batch`` (N jobs through ``POST /v1/jobs/batch``), ``single`` (N jobs through
 ``POST /v1/jobs`` at concurrency C) and ``trickle`` (a fixed rate, for latency). Figures come
 from PostgreSQL's own timestamps (``created_at``, ``started_at``, ``finished_at``), so every
-latency is measured on one clock: submit→start and submit→finish percentiles, and drain
+latency is measured on one clock: submit→dispatch (the job's first ``queued`` history row,
+written after its XADD), submit→start and submit→finish percentiles, and drain
 throughput from the first insert to the last completion. Resource use (CPU seconds, peak RSS)
 is read from /proc for every taskforge deployable on this machine.
 """
@@ -35,7 +36,8 @@ def add_commands(commands: Any) -> None:
         "bench",
         help="load generator: throughput and latency percentiles",
         description="Submit N jobs (type noop) at concurrency C and report submit rate, drain "
-        "throughput, submit→start/finish latency percentiles and each deployable's CPU and "
+        "throughput, submit→dispatch/start/finish latency percentiles (dispatch: the job "
+        "recorded queued, its stream entry added) and each deployable's CPU and "
         "peak RSS. Against a running api (--url, with --postgres-url for the figures) or "
         "--embedded (starts `taskforge dev` itself on fresh embedded stores or the "
         "TASKFORGE_*_URL servers).",

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 
 from taskforge.bench.http import Connection
-from taskforge.bench.report import Result, percentiles
+from taskforge.bench.report import Result, percentiles_ms
 from taskforge.bench.system import ProcessSampler
 
 
@@ -72,6 +72,20 @@ class Connections:
             connection.close()
 
 
+# Each job's figures on PostgreSQL's clock. Dispatched is the first history row that moved it
+# to queued (job_events.at: the dispatch's statement time, after its XADD).
+FIGURES = """
+SELECT j.status,
+       EXTRACT(EPOCH FROM (SELECT min(e.at) FROM job_events e
+                           WHERE e.job_id = j.id AND e.to_status = 'queued')
+                          - j.created_at)::float8 AS dispatch,
+       EXTRACT(EPOCH FROM j.started_at - j.created_at)::float8 AS start,
+       EXTRACT(EPOCH FROM j.finished_at - j.created_at)::float8 AS finish,
+       j.created_at, j.finished_at
+FROM jobs j WHERE j.id = ANY($1::uuid[])
+"""
+
+
 class Bench:
     """Submits through the api and watches completion in PostgreSQL."""
 
@@ -107,12 +121,7 @@ class Bench:
                 await self._submit_trickle(connections, run, jobs, rate, ids)
             submit_seconds = time.monotonic() - started
             await watcher
-            rows = await conn.fetch(
-                "SELECT status, EXTRACT(EPOCH FROM started_at - created_at)::float8 AS start,"
-                " EXTRACT(EPOCH FROM finished_at - created_at)::float8 AS finish,"
-                " created_at, finished_at FROM jobs WHERE id = ANY($1::uuid[])",
-                ids,
-            )
+            rows = await conn.fetch(FIGURES, ids)
         finally:
             connections.close()
             progress.close()
@@ -130,14 +139,9 @@ class Bench:
             submit_rate=round(jobs / submit_seconds, 1) if submit_seconds else 0.0,
             drain_seconds=round(drain, 3),
             drain_throughput=round(len(completed) / drain, 1) if drain else 0.0,
-            start_latency_ms={
-                k: round(v * 1000, 2)
-                for k, v in percentiles([r["start"] for r in completed]).items()
-            },
-            finish_latency_ms={
-                k: round(v * 1000, 2)
-                for k, v in percentiles([r["finish"] for r in completed]).items()
-            },
+            dispatch_latency_ms=percentiles_ms([r["dispatch"] for r in completed]),
+            start_latency_ms=percentiles_ms([r["start"] for r in completed]),
+            finish_latency_ms=percentiles_ms([r["finish"] for r in completed]),
             completed=len(completed),
             resources=resources,
         )
