@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -139,3 +140,33 @@ async def plans_during(
     finally:
         conn.remove_log_listener(collect)
     return notices
+
+
+async def insert_rows(conn: asyncpg.Connection, count: int, status: str) -> list[Any]:
+    """``count`` jobs in ``status``, each with a stream id (s-1, s-2, …); their ids and
+    stream ids."""
+    return await conn.fetch(
+        "INSERT INTO jobs (id, queue, type, max_attempts, timeout_seconds, status, stream_id,"
+        " attempts) SELECT gen_random_uuid(), 'default', 'ping', 3, 30, $2,"
+        " 's-' || g, CASE WHEN $2 = 'running' THEN 1 ELSE 0 END"
+        " FROM generate_series(1, $1) g RETURNING id, stream_id",
+        count,
+        status,
+    )
+
+
+async def stale_statistics(conn: asyncpg.Connection) -> None:
+    """Statistics of a table holding only finished jobs, then a backlog arrives."""
+    await insert_rows(conn, 2000, "completed")
+    await conn.execute("ANALYZE jobs")
+
+
+def assert_lookups_by_id(plans: list[str]) -> None:
+    """Every plan finds its rows of jobs by id, one index probe per batch entry."""
+    assert plans, "auto_explain reported no plan for the UPDATE"
+    for plan in plans:
+        assert "Hash Join" not in plan and "Merge Join" not in plan, plan
+        assert "Seq Scan on jobs" not in plan and "Bitmap Heap Scan on jobs" not in plan, plan
+        # One index probe per batch entry: by the primary key, or by (status, id).
+        assert re.search(r"Index Scan using jobs_\w+ on jobs j", plan), plan
+        assert re.search(r"Index Cond: \(.*\bid = [a-z]\.id\)", plan), plan

@@ -12,7 +12,6 @@ entry.
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -22,7 +21,14 @@ import pytest
 from taskforge import lifecycle
 from taskforge.jobs import Status
 from taskforge.lifecycle import Outcome
-from tests.integration.helpers import explaining_connection, job_values, plans_during
+from tests.integration.helpers import (
+    assert_lookups_by_id,
+    explaining_connection,
+    insert_rows,
+    job_values,
+    plans_during,
+    stale_statistics,
+)
 
 
 @pytest.fixture
@@ -38,36 +44,9 @@ async def _plans_of_updates(
     return [n for n in await plans_during(conn, call) if "UPDATE jobs j" in n]
 
 
-async def _rows(conn: asyncpg.Connection, count: int, status: str) -> list[Any]:
-    return await conn.fetch(
-        "INSERT INTO jobs (id, queue, type, max_attempts, timeout_seconds, status, stream_id,"
-        " attempts) SELECT gen_random_uuid(), 'default', 'ping', 3, 30, $2,"
-        " 's-' || g, CASE WHEN $2 = 'running' THEN 1 ELSE 0 END"
-        " FROM generate_series(1, $1) g RETURNING id, stream_id",
-        count,
-        status,
-    )
-
-
-async def _stale_statistics(conn: asyncpg.Connection) -> None:
-    """Statistics of a table holding only finished jobs, then a backlog arrives."""
-    await _rows(conn, 2000, "completed")
-    await conn.execute("ANALYZE jobs")
-
-
-def _assert_lookups_by_id(plans: list[str]) -> None:
-    assert plans, "auto_explain reported no plan for the UPDATE"
-    for plan in plans:
-        assert "Hash Join" not in plan and "Merge Join" not in plan, plan
-        assert "Seq Scan on jobs" not in plan and "Bitmap Heap Scan on jobs" not in plan, plan
-        # One index probe per batch entry: by the primary key, or by (status, id).
-        assert re.search(r"Index Scan using jobs_\w+ on jobs j", plan), plan
-        assert re.search(r"Index Cond: \(.*\bid = [a-z]\.id\)", plan), plan
-
-
 async def test_dispatch_marks_rows_queued_by_id(conn):
-    await _stale_statistics(conn)
-    await _rows(conn, 3000, "pending")
+    await stale_statistics(conn)
+    await insert_rows(conn, 3000, "pending")
 
     async def dispatch(c: asyncpg.Connection) -> None:
         async with c.transaction():
@@ -75,11 +54,11 @@ async def test_dispatch_marks_rows_queued_by_id(conn):
             moved = await lifecycle.mark_queued(c, due, [f"1-{i}" for i in range(len(due))])
             assert moved == 500
 
-    _assert_lookups_by_id(await _plans_of_updates(conn, dispatch))
+    assert_lookups_by_id(await _plans_of_updates(conn, dispatch))
 
 
 async def test_dispatch_still_commits_without_waiting_for_its_wal_flush(conn):
-    await _rows(conn, 3, "pending")
+    await insert_rows(conn, 3, "pending")
     async with conn.transaction():
         due = await lifecycle.select_due(conn, 10, [], lifecycle.new_dispatch_lock())
         await lifecycle.mark_queued(conn, due, ["1-0", "1-1", "1-2"])
@@ -88,52 +67,52 @@ async def test_dispatch_still_commits_without_waiting_for_its_wal_flush(conn):
 
 
 async def test_claim_finds_its_rows_by_id_not_by_scanning_the_backlog(conn):
-    await _stale_statistics(conn)
-    queued = await _rows(conn, 3000, "queued")
+    await stale_statistics(conn)
+    queued = await insert_rows(conn, 3000, "queued")
     entries = [(row["id"], row["stream_id"]) for row in queued[:64]]
 
     async def claim(c: asyncpg.Connection) -> None:
         assert len(await lifecycle.claim(c, entries, "worker:w", 30)) == 64
 
-    _assert_lookups_by_id(await _plans_of_updates(conn, claim))
+    assert_lookups_by_id(await _plans_of_updates(conn, claim))
 
 
 async def test_finish_finds_its_rows_by_id_not_by_scanning_every_running_job(conn):
-    await _stale_statistics(conn)
-    running = await _rows(conn, 3000, "running")
+    await stale_statistics(conn)
+    running = await insert_rows(conn, 3000, "running")
     outcomes = [Outcome(row["id"], 1, Status.COMPLETED, result_json="1") for row in running[:64]]
 
     async def finish(c: asyncpg.Connection) -> None:
         assert len(await lifecycle.finish(c, outcomes, "worker:w")) == 64
 
-    _assert_lookups_by_id(await _plans_of_updates(conn, finish))
+    assert_lookups_by_id(await _plans_of_updates(conn, finish))
 
 
 async def test_a_plan_cached_on_an_empty_table_still_finds_rows_by_id(conn):
     """Planned for an empty table, the claim must still find rows by id once a backlog has
     arrived: each execution is planned for the table as it is (``force_custom_plan``)."""
-    [first] = await _rows(conn, 1, "queued")
+    [first] = await insert_rows(conn, 1, "queued")
     await conn.execute("ANALYZE jobs")
     assert len(await lifecycle.claim(conn, [(first["id"], first["stream_id"])], "w", 30)) == 1
-    queued = await _rows(conn, 3000, "queued")
+    queued = await insert_rows(conn, 3000, "queued")
     entries = [(row["id"], row["stream_id"]) for row in queued[:64]]
 
     async def claim(c: asyncpg.Connection) -> None:
         assert len(await lifecycle.claim(c, entries, "worker:w", 30)) == 64
 
-    _assert_lookups_by_id(await _plans_of_updates(conn, claim))
+    assert_lookups_by_id(await _plans_of_updates(conn, claim))
 
 
 async def test_lease_renewal_finds_its_rows_by_id_not_by_scanning_every_running_job(conn):
-    await _stale_statistics(conn)
-    running = await _rows(conn, 3000, "running")
+    await stale_statistics(conn)
+    running = await insert_rows(conn, 3000, "running")
     attempts = [(row["id"], 1) for row in running[:64]]
 
     async def renew(c: asyncpg.Connection) -> None:
         renewed = await lifecycle.renew_leases(c, attempts, 30)
         assert renewed == {job_id: False for job_id, _ in attempts}
 
-    _assert_lookups_by_id(await _plans_of_updates(conn, renew))
+    assert_lookups_by_id(await _plans_of_updates(conn, renew))
 
 
 async def _plans_reading_jobs_due(
@@ -159,8 +138,8 @@ async def test_due_rows_keep_one_plan_made_on_an_empty_table(conn):
     await conn.execute("ANALYZE jobs")
     for _ in range(2):  # planned on the empty table, and cached
         await round_(conn)
-    await _stale_statistics(conn)
-    await _rows(conn, 3000, "pending")
+    await stale_statistics(conn)
+    await insert_rows(conn, 3000, "pending")
 
     plans = await _plans_reading_jobs_due(conn, round_)
     assert len(plans) == 2, plans

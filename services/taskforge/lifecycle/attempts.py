@@ -46,8 +46,10 @@ HAND_BACK = (
 WITH back AS (
     UPDATE jobs j SET status = 'pending', run_at = now(), lease_expires_at = NULL,
         stream_id = NULL, worker = NULL, updated_at = now()
-    FROM unnest($1::uuid[], $2::int[]) AS r(id, attempt)
-    WHERE j.id = r.id AND j.status = 'running' AND j.attempts = r.attempt
+    -- The expected status as a column of the batch, not a constant (see rescue.py).
+    FROM unnest($1::uuid[], $2::int[], array_fill('running'::text, ARRAY[cardinality($1::uuid[])]))
+         AS r(id, attempt, expected)
+    WHERE j.id = r.id AND j.status = r.expected AND j.attempts = r.attempt
     RETURNING j.id, j.attempts
 ), ev AS (
     """
