@@ -5,9 +5,8 @@ fewer rows, they led the planner to hash the batch and scan jobs for the other s
 whole table for a dispatch, every queued row for a claim, every running row for a finish or
 a heartbeat's lease renewal). These tests make the statistics stale on purpose and read the
 plans PostgreSQL used (auto_explain, sent to this client as notices), also after the same
-session has run them on an empty table: a plan kept from then (a generic plan: that test
-fails with ``plan_cache_mode = force_generic_plan`` on these functions) scans the table per
-entry.
+session has run them on a table of one row: they keep the plan made then (migration 0015),
+and the nested loop of 0011, made then, read the whole primary key for every call.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import pytest
 
 from taskforge import lifecycle
 from taskforge.jobs import Status
-from taskforge.lifecycle import Outcome
+from taskforge.lifecycle import DueJob, Outcome
 from tests.integration.helpers import (
     assert_lookups_by_id,
     explaining_connection,
@@ -88,19 +87,50 @@ async def test_finish_finds_its_rows_by_id_not_by_scanning_every_running_job(con
     assert_lookups_by_id(await _plans_of_updates(conn, finish))
 
 
-async def test_a_plan_cached_on_an_empty_table_still_finds_rows_by_id(conn):
-    """Planned for an empty table, the claim must still find rows by id once a backlog has
-    arrived: each execution is planned for the table as it is (``force_custom_plan``)."""
-    [first] = await insert_rows(conn, 1, "queued")
+async def _claim(c: asyncpg.Connection, rows: list[Any]) -> None:
+    entries = [(row["id"], row["stream_id"]) for row in rows]
+    assert len(await lifecycle.claim(c, entries, "worker:w", 30)) == len(rows)
+
+
+async def _finish(c: asyncpg.Connection, rows: list[Any]) -> None:
+    outcomes = [Outcome(row["id"], 1, Status.COMPLETED, result_json="1") for row in rows]
+    assert len(await lifecycle.finish(c, outcomes, "worker:w")) == len(rows)
+
+
+async def _renew(c: asyncpg.Connection, rows: list[Any]) -> None:
+    renewed = await lifecycle.renew_leases(c, [(row["id"], 1) for row in rows], 30)
+    assert len(renewed) == len(rows)
+
+
+async def _mark_queued(c: asyncpg.Connection, rows: list[Any]) -> None:
+    due = [
+        DueJob(row["id"], "default", "ping", 1, 0, 30.0, None, None, Status.PENDING) for row in rows
+    ]
+    async with c.transaction():
+        moved = await lifecycle.mark_queued(c, due, [f"1-{i}" for i in range(len(rows))])
+    assert moved == len(rows)
+
+
+@pytest.mark.parametrize(
+    ("transition", "status"),
+    [(_claim, "queued"), (_finish, "running"), (_renew, "running"), (_mark_queued, "pending")],
+    ids=["claim", "finish", "renew", "mark_queued"],
+)
+async def test_a_plan_made_on_a_one_row_table_is_kept_and_still_finds_rows_by_id(
+    conn, transition, status
+):
+    """Each batch transition plans its UPDATE once per session (a generic plan, its batch
+    shown as $1) and keeps it: made while jobs held one row, it must still find 64 rows of a
+    3000-row backlog by id (the nested loop of 0011, cached then, read the whole primary key
+    for every call)."""
+    [first] = await insert_rows(conn, 1, status)
     await conn.execute("ANALYZE jobs")
-    assert len(await lifecycle.claim(conn, [(first["id"], first["stream_id"])], "w", 30)) == 1
-    queued = await insert_rows(conn, 3000, "queued")
-    entries = [(row["id"], row["stream_id"]) for row in queued[:64]]
+    await transition(conn, [first])  # planned now, on a table of one row
+    rows = await insert_rows(conn, 3000, status)
 
-    async def claim(c: asyncpg.Connection) -> None:
-        assert len(await lifecycle.claim(c, entries, "worker:w", 30)) == 64
-
-    assert_lookups_by_id(await _plans_of_updates(conn, claim))
+    plans = await _plans_of_updates(conn, lambda c: transition(c, rows[:64]))
+    assert_lookups_by_id(plans)
+    assert all("(id = ANY ($1))" in plan for plan in plans), f"not a generic plan: {plans}"
 
 
 async def test_lease_renewal_finds_its_rows_by_id_not_by_scanning_every_running_job(conn):

@@ -28,16 +28,17 @@ __all__ = [
 CLAIM = "SELECT * FROM taskforge_claim($1::uuid[], $2::text[], $3, $4, $5::integer[])"
 
 # A finish is fenced by (status running, attempt): a worker that lost its lease cannot
-# overwrite what the reaper or another worker decided. taskforge_finish (migration 0011)
-# probes jobs by id for each outcome, whatever the statistics say: a hash join over every
-# running row made each finish as slow as the fleet.
+# overwrite what the reaper or another worker decided. taskforge_finish (migrations 0011,
+# 0015) reads its rows through the primary key by id, whatever the statistics say (a hash
+# join over every running row made each finish as slow as the fleet), with a plan made once
+# per session. So do the claim, the lease renewal and the dispatch's mark-queued.
 FINISH = (
     "SELECT * FROM taskforge_finish("
     "$1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::float8[], $7)"
 )
 
 
-# Fenced like the finish; by id whatever the statistics say (migration 0012).
+# Fenced like the finish; by id whatever the statistics say (migrations 0012, 0015).
 RENEW_LEASES = "SELECT * FROM taskforge_renew_leases($1::uuid[], $2::int[], $3)"
 
 

@@ -43,8 +43,9 @@ SELECT_DUE = "SELECT * FROM taskforge_select_due($1, $2::text[], $3)"
 NEXT_DUE = "SELECT taskforge_next_due($1::text[])"
 
 
-# taskforge_mark_queued (migration 0011) probes jobs by id for each row, whatever the
-# statistics say: a hash join over a sequential scan made each dispatch as slow as the table.
+# taskforge_mark_queued (migrations 0011, 0015) reads its rows by id through the primary key,
+# whatever the statistics say (a hash join over a sequential scan made each dispatch as slow
+# as the table), with a plan made once per session.
 # The dispatch commits without waiting for its WAL flush: if PostgreSQL loses it, the rows
 # are pending again and their stream entries stale (acked unrun); a claim, committed
 # durably, flushes the WAL up to and past this dispatch. Nothing can run on a lost dispatch.
