@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 from taskforge import lifecycle
 from taskforge.jobs import Status
@@ -278,6 +278,38 @@ async def test_a_batch_insert_wakes_the_dispatcher_once_at_its_commit(pool):
     finally:
         await listener.remove_listener("taskforge_jobs", on_wake)
         await pool.release(listener)
+
+
+async def test_a_batch_stores_each_spec_as_given(pool):
+    """The batch travels as one JSON document: text with quotes, escapes and astral
+    characters, numbers at the edges of JSON's range, due times with other offsets and
+    microseconds, and times without a zone (taken as UTC) arrive as the specs say."""
+    text = 'quote " backslash \\ newline \n tab \t émoji 🎉 \u2028'
+    specs = [
+        job_values(payload={"text": text, "big": 2**53 + 1, "tiny": 1e-300, "neg": -0.5}),
+        job_values(
+            run_at=datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=timezone(timedelta(hours=-5.5)))
+        ),
+        job_values(run_at=datetime(2032, 1, 1, 12, 0, 0)),
+        job_values(delay_seconds=0.25),
+        job_values("a.b:c-d_e", queue="q.1-x_y", idempotency_key=text, priority=-100),
+    ]
+    async with pool.acquire() as conn:
+        before = await conn.fetchval("SELECT now()")
+        results = await lifecycle.submit_batch(conn, specs, [None, None, None, None, "h"])
+        stored = [await lifecycle.get_job(conn, r.job.id) for r in results]
+    assert [r.job for r in results] == stored
+    assert stored[0].payload == {"text": text, "big": 2**53 + 1, "tiny": 1e-300, "neg": -0.5}
+    assert stored[1].run_at == datetime(2031, 5, 6, 12, 38, 9, 123456, tzinfo=UTC)
+    assert stored[2].run_at == datetime(2032, 1, 1, 12, 0, 0, tzinfo=UTC)
+    assert 0.25 <= (stored[3].run_at - before).total_seconds() < 5
+    assert (stored[4].type, stored[4].queue, stored[4].idempotency_key, stored[4].priority) == (
+        "a.b:c-d_e",
+        "q.1-x_y",
+        text,
+        -100,
+    )
+    assert [r.request_hash for r in results] == [None, None, None, None, "h"]
 
 
 async def test_a_batch_reports_each_new_job_exactly_as_stored(pool):

