@@ -22,8 +22,9 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from taskforge import store
+from taskforge import store, streams
 from taskforge.config import Settings, load_settings
+from taskforge.lanes import LaneClient
 
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 LOCAL_REDIS = "redis://127.0.0.1:6379"
@@ -163,7 +164,8 @@ async def pool(stores: Stores, clean: None) -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest.fixture
-async def redis_client(stores: Stores, clean: None) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(stores.redis_url, decode_responses=False)
+async def redis_client(stores: Stores, clean: None) -> AsyncIterator[LaneClient]:
+    """The deployables' client (redis-py plus the lanes of the stream hot path)."""
+    client = streams.connect(stores.redis_url)
     yield client
     await client.aclose()

@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 import asyncpg
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from taskforge import store, streams, telemetry
 from taskforge.config import ConfigError, Settings
+from taskforge.lanes import LaneClient
 from taskforge.logs import configure_logging
 from taskforge.ops import ReadinessCheck, add_ops_routes
 
@@ -25,7 +25,7 @@ log = logging.getLogger("taskforge")
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
-REDIS = web.AppKey("redis", aioredis.Redis)
+REDIS = web.AppKey("redis", LaneClient)
 CHECKS = web.AppKey("checks", dict[str, ReadinessCheck])
 SHUTDOWN = web.AppKey("shutdown", asyncio.Event)
 BATCH_STATEMENTS = web.AppKey("batch_statements", bool)

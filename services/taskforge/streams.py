@@ -2,7 +2,8 @@
 
 Only the scheduler calls :func:`send`; workers read, ack and renew; the reaper reclaims.
 Every operation that runs per job takes a batch and makes one round trip (a pipeline, or for
-sending a script that XADDs a whole batch).
+sending a script that XADDs a whole batch); those three (:func:`send`, :func:`read`,
+:func:`ack`) go over the client's lanes (:mod:`taskforge.lanes`), the rest over redis-py.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
 from taskforge.jobs import fast_uuid
+from taskforge.lanes import LaneClient
 from taskforge.pb import messages_pb2
 
 GROUP = "workers"
@@ -50,14 +52,16 @@ def queue_of(key: str | bytes) -> str:
     return text[text.index("{") + 1 : text.rindex("}")]
 
 
-def connect(url: str, **kwargs: Any) -> aioredis.Redis:
-    """A client speaking bytes (the envelope is protobuf) with health checks on idle sockets.
+def connect(url: str, **kwargs: Any) -> LaneClient:
+    """A client speaking bytes (the envelope is protobuf) with health checks on idle sockets,
+    and lanes (:mod:`taskforge.lanes`) for :func:`send`, :func:`read` and :func:`ack`.
 
     Every deployable's Redis client is made here. Its connections keep the class the URL
     chooses (TCP, TLS or unix socket) with :class:`ClosedTransportIsConnectionError` mixed in.
     """
-    client: aioredis.Redis = aioredis.Redis.from_url(
-        url, decode_responses=False, health_check_interval=30, **kwargs
+    client = cast(
+        LaneClient,
+        LaneClient.from_url(url, decode_responses=False, health_check_interval=30, **kwargs),
     )
     pool = client.connection_pool
     # No connection exists yet (the pool makes them on first use), so swapping is safe.
@@ -223,34 +227,49 @@ return ids
 SEND_SHA = hashlib.sha1(SEND_SCRIPT).hexdigest()
 
 
-async def send(client: aioredis.Redis, messages: Sequence[tuple[str, bytes]]) -> list[str]:
+async def send(client: LaneClient, messages: Sequence[tuple[str, bytes]]) -> list[str]:
     """XADD every (queue, message), one script call per stream; the entry ids in order."""
+    lane = client.lane("send")
     ids: list[str] = [""] * len(messages)
     for queue, indexes in _by_queue((queue, i) for i, (queue, _) in enumerate(messages)).items():
         args: list[str | bytes] = [stream_key(queue), *(messages[i][1] for i in indexes)]
         reply: Any
         try:
-            reply = await client.evalsha(SEND_SHA, 1, *args)
+            reply = await lane.execute("EVALSHA", SEND_SHA, 1, *args)
         except NoScriptError:  # a new or restarted Redis: EVAL also caches the script
-            reply = await client.eval(SEND_SCRIPT.decode(), 1, *args)
+            reply = await lane.execute("EVAL", SEND_SCRIPT, 1, *args)
         for index, entry_id in zip(indexes, reply, strict=True):
             ids[index] = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
     return ids
 
 
 async def read(
-    client: aioredis.Redis, queues: Sequence[str], consumer: str, count: int, block_ms: int
+    client: LaneClient, queues: Sequence[str], consumer: str, count: int, block_ms: int
 ) -> list[tuple[str, str, bytes | None]]:
-    """XREADGROUP new entries from the queues' streams: (queue, stream id, data)."""
-    reply: Any = await client.xreadgroup(
-        GROUP, consumer, {stream_key(q): ">" for q in queues}, count=count, block=block_ms
-    )
+    """XREADGROUP new entries from the queues' streams: (queue, stream id, data).
+
+    On a lane of its own: a blocked read would hold up any command behind it.
+    """
+    keys = [stream_key(q) for q in queues]
+    reply: Any = await client.lane("read").execute(
+        "XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count, "BLOCK", block_ms,
+        "STREAMS", *keys, *[">"] * len(keys),
+    )  # fmt: skip
     found: list[tuple[str, str, bytes | None]] = []
     for key, entries in reply or []:
         queue = queue_of(key)
         for entry_id, fields in entries:
-            found.append((queue, entry_id.decode(), (fields or {}).get(FIELD)))
+            found.append((queue, entry_id.decode(), _field(fields)))
     return found
+
+
+def _field(fields: list[bytes] | None) -> bytes | None:
+    """The message field of an entry's flat [field, value, …] list (None if deleted)."""
+    if fields:
+        for index in range(0, len(fields) - 1, 2):
+            if fields[index] == FIELD:
+                return fields[index + 1]
+    return None
 
 
 def _by_queue(entries: Iterable[tuple[str, T]]) -> dict[str, list[T]]:
@@ -261,7 +280,7 @@ def _by_queue(entries: Iterable[tuple[str, T]]) -> dict[str, list[T]]:
     return grouped
 
 
-async def ack(client: aioredis.Redis, entries: Sequence[tuple[str, str]]) -> None:
+async def ack(client: LaneClient, entries: Sequence[tuple[str, str]]) -> None:
     """XACK (queue, stream id) pairs, one XACK per stream, in one pipeline.
 
     A stream or group that no longer exists (Redis flushed or restarted empty) holds nothing
@@ -269,10 +288,8 @@ async def ack(client: aioredis.Redis, entries: Sequence[tuple[str, str]]) -> Non
     """
     if not entries:
         return
-    pipe = client.pipeline(transaction=False)
-    for queue, ids in _by_queue(entries).items():
-        pipe.xack(stream_key(queue), GROUP, *ids)
-    _raise_unless_nogroup(await pipe.execute(raise_on_error=False))
+    commands = [("XACK", stream_key(q), GROUP, *ids) for q, ids in _by_queue(entries).items()]
+    _raise_unless_nogroup(await client.lane("ack").pipeline(commands))
 
 
 async def touch(client: aioredis.Redis, consumer: str, entries: Sequence[tuple[str, str]]) -> None:

@@ -8,9 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-import redis.asyncio as aioredis
-
-from taskforge import store
+from taskforge import store, streams
 from taskforge.embedded import free_port
 from taskforge.reaper.reclaim import Reclaimer
 from taskforge.worker.registry import load
@@ -111,7 +109,7 @@ async def test_redis_failure_in_a_heartbeat_fences_nothing(pool, redis_client, s
         await asyncio.wait_for(started.wait(), 20)
         [running] = worker.running.values()
         running.lease_deadline = time.monotonic() + 0.1  # about to lapse unless renewed
-        dead_redis = aioredis.Redis(port=free_port(), socket_connect_timeout=0.5)
+        dead_redis = streams.connect(f"redis://127.0.0.1:{free_port()}", socket_connect_timeout=0.5)
         healthy, worker.redis = worker.redis, dead_redis
         try:
             await worker.heartbeat_once()

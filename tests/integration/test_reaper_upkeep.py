@@ -41,7 +41,7 @@ def redis62_url() -> Iterator[str]:
 async def redis(request, stores, redis62_url) -> AsyncIterator[aioredis.Redis]:
     """The test session's Redis (7 here) and a Redis 6.2, both emptied."""
     url = stores.redis_url if request.param == "shared" else redis62_url
-    client = aioredis.Redis.from_url(url)
+    client = streams.connect(url)
     await client.flushdb()
     yield client
     await client.flushdb()

@@ -29,12 +29,12 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 
 import asyncpg
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from taskforge import lifecycle, metrics, streams
 from taskforge.config import Settings
 from taskforge.jobs import Status
+from taskforge.lanes import LaneClient
 from taskforge.lifecycle import QueuedEntry, Rescued, RescuePolicy
 from taskforge.reaper import entries
 
@@ -57,7 +57,7 @@ class Reclaimer:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        redis: aioredis.Redis,
+        redis: LaneClient,
         settings: Settings,
         name: str | None = None,
     ) -> None:

@@ -19,10 +19,10 @@ from collections import Counter
 from collections.abc import Sequence
 
 import asyncpg
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from taskforge import lifecycle, metrics, spans, streams
+from taskforge.lanes import LaneClient
 from taskforge.lifecycle import DueJob
 from taskforge.resources import wait_first
 
@@ -49,7 +49,7 @@ class Dispatcher:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        redis: aioredis.Redis,
+        redis: LaneClient,
         *,
         batch_size: int = 500,
         poll_interval: float = 1.0,

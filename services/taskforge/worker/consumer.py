@@ -14,11 +14,11 @@ import time
 import uuid
 
 import asyncpg
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from taskforge import lifecycle, metrics, streams
 from taskforge.config import Settings
+from taskforge.lanes import LaneClient
 from taskforge.resources import wait_first
 from taskforge.worker.execution import JobRunner, Running
 from taskforge.worker.finishing import STORE_ERRORS, Finisher
@@ -36,7 +36,7 @@ class Worker:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        redis: aioredis.Redis,
+        redis: LaneClient,
         registry: Registry,
         settings: Settings,
         name: str | None = None,

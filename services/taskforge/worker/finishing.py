@@ -16,11 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import asyncpg
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from taskforge import lifecycle, metrics, streams
 from taskforge.jobs import Status
+from taskforge.lanes import LaneClient
 from taskforge.lifecycle import ClaimedJob, Outcome
 
 log = logging.getLogger("taskforge.worker")
@@ -47,7 +47,7 @@ class Finisher:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        redis: aioredis.Redis,
+        redis: LaneClient,
         actor: str,
         on_error: ErrorReporter,
         on_recorded: Callable[[], None] = lambda: None,

