@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -180,3 +182,14 @@ def assert_lookups_by_id(plans: list[str]) -> None:
                 assert "Nested Loop" not in plan and "Hash Join" in plan, plan
             else:
                 assert re.match(r"\(id = \w+\.id\)", condition), plan
+
+
+@contextlib.contextmanager
+def terminated_at_exit(process: subprocess.Popen[bytes]) -> Iterator[None]:
+    """Terminate a server the test started when the block ends (waiting up to 10 s)."""
+    try:
+        yield
+    finally:
+        process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(10)

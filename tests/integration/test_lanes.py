@@ -8,7 +8,6 @@ fail the way redis-py does, so the deployables' retries keep working.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import subprocess
 import tempfile
 import time
@@ -24,6 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from taskforge import streams
 from taskforge.embedded import free_port
 from taskforge.lanes import LaneClient
+from tests.integration.helpers import terminated_at_exit
 
 
 async def _lane_client_ids(client: LaneClient, name: str) -> list[str]:
@@ -155,12 +155,8 @@ def unix_redis() -> Iterator[Path]:
     deadline = time.monotonic() + 10
     while not sock.exists() and time.monotonic() < deadline:
         time.sleep(0.02)
-    try:
+    with terminated_at_exit(process):
         yield sock
-    finally:
-        process.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(10)
 
 
 async def test_a_lane_follows_a_unix_socket_url_and_its_database(unix_redis: Path) -> None:

@@ -6,8 +6,6 @@ and acknowledged.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,7 +16,7 @@ import redis.asyncio as aioredis
 from taskforge import streams
 from taskforge.reaper import entries, upkeep
 from tests.conftest import make_settings
-from tests.integration.helpers import submit
+from tests.integration.helpers import submit, terminated_at_exit
 
 KEY = streams.stream_key("default")
 
@@ -29,12 +27,8 @@ def redis62_url() -> Iterator[str]:
     from taskforge import embedded
 
     url, process = embedded.start_redis(Path(tempfile.mkdtemp(prefix="tf-redis62-")))
-    try:
+    with terminated_at_exit(process):
         yield url
-    finally:
-        process.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(10)
 
 
 @pytest.fixture(params=["shared", "6.2"])
