@@ -24,17 +24,14 @@ from typing import Any, cast
 
 import hiredis
 import redis.asyncio as aioredis
+from redis._parsers import BaseParser  # its error table; not re-exported elsewhere
 from redis.asyncio.connection import (
     AbstractConnection,
     Connection,
     SSLConnection,
     UnixDomainSocketConnection,
 )
-from redis.exceptions import (
-    AuthenticationError,
-    NoScriptError,
-    ResponseError,
-)
+from redis.exceptions import AuthenticationError, RedisError
 from redis.exceptions import (
     ConnectionError as RedisConnectionError,
 )
@@ -42,12 +39,13 @@ from redis.exceptions import (
 Command = Sequence[str | bytes | int | float]
 
 
-def reply_error(reply: hiredis.ReplyError) -> ResponseError:
-    """redis-py's exception for an error reply (the classes this code tells apart)."""
-    text = str(reply)
-    if text.startswith("NOSCRIPT"):
-        return NoScriptError(text)
-    return ResponseError(text)
+def reply_error(reply: hiredis.ReplyError) -> RedisError:
+    """The exception redis-py makes of an error reply, by redis-py's own table: LOADING is a
+    ``BusyLoadingError`` (a ``ConnectionError``, retried like a lost connection), NOSCRIPT a
+    ``NoScriptError``, READONLY a ``ReadOnlyError``; codes it does not know stay in the
+    message (NOGROUP, UNBLOCKED), as callers look for them there."""
+    error: RedisError = BaseParser.parse_error(str(reply))  # type: ignore[no-untyped-call]
+    return error
 
 
 class _Replies(asyncio.Protocol):
@@ -124,7 +122,7 @@ class Lane:
         self._connecting = asyncio.Lock()
 
     async def execute(self, *command: str | bytes | int | float) -> Any:
-        """One command's reply; an error reply raises (``ResponseError`` and kin)."""
+        """One command's reply; an error reply raises (see :func:`reply_error`)."""
         replies = await self._connected()
         (waiter,) = replies.send([command])
         reply = await waiter

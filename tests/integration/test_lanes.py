@@ -16,13 +16,21 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import hiredis
 import pytest
-from redis.exceptions import AuthenticationError, NoScriptError, RedisError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    BusyLoadingError,
+    NoScriptError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from taskforge import streams
 from taskforge.embedded import free_port
-from taskforge.lanes import LaneClient
+from taskforge.lanes import LaneClient, reply_error
 from tests.integration.helpers import terminated_at_exit
 
 
@@ -214,3 +222,27 @@ def test_lanes_work_on_uvloop_as_the_deployables_run_them(stores) -> None:
             await watcher.aclose()
 
     uvloop.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("wire", "kind", "message"),
+    [
+        # Redis loading its dataset after a restart: retried like a lost connection (the
+        # worker's intake re-raises a ResponseError it does not know, and would stop).
+        (b"-LOADING Redis is loading the dataset in memory\r\n", BusyLoadingError, "loading"),
+        (b"-READONLY You can't write against a read only replica.\r\n", ReadOnlyError, "read"),
+        (b"-NOSCRIPT No matching script.\r\n", NoScriptError, "No matching"),
+        # Codes redis-py has no class for keep their code in the message: callers match it.
+        (b"-NOGROUP No such key 'k' or consumer group 'g'\r\n", ResponseError, "NOGROUP"),
+        (b"-UNBLOCKED the stream key no longer exists\r\n", ResponseError, "UNBLOCKED"),
+    ],
+)
+def test_error_replies_become_the_exceptions_redis_py_raises(
+    wire: bytes, kind: type[Exception], message: str
+) -> None:
+    parser = hiredis.Reader()
+    parser.feed(wire)
+    error = reply_error(parser.gets())
+    assert type(error) is kind and message in str(error)
+    if kind is BusyLoadingError:
+        assert isinstance(error, RedisConnectionError)
