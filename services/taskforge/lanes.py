@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any, cast
 
 import hiredis
@@ -157,23 +157,21 @@ class Lane:
     async def _connect(self) -> _Replies:
         address = self._address
         loop = asyncio.get_running_loop()
+        opening: Awaitable[tuple[asyncio.BaseTransport, _Replies]]
         if isinstance(address, UnixDomainSocketConnection):
             where = address.path
+            opening = loop.create_unix_connection(lambda: _Replies(where), address.path)
         elif isinstance(address, Connection):
             where = f"{address.host}:{address.port}"
+            ssl = address.ssl_context.get() if isinstance(address, SSLConnection) else None
+            opening = loop.create_connection(
+                lambda: _Replies(where), address.host, address.port, ssl=ssl
+            )
         else:
             raise TypeError(f"no lane for {type(address).__name__}: Redis over TCP, TLS or unix")
         try:
             async with asyncio.timeout(address.socket_connect_timeout):
-                if isinstance(address, UnixDomainSocketConnection):
-                    _, replies = await loop.create_unix_connection(
-                        lambda: _Replies(where), address.path
-                    )
-                else:
-                    ssl = address.ssl_context.get() if isinstance(address, SSLConnection) else None
-                    _, replies = await loop.create_connection(
-                        lambda: _Replies(where), address.host, address.port, ssl=ssl
-                    )
+                _, replies = await opening
         except (OSError, TimeoutError) as exc:
             raise RedisConnectionError(f"cannot connect to Redis at {where}: {exc!r}") from exc
         try:
@@ -214,16 +212,19 @@ class LaneClient(aioredis.Redis):
     Made by :func:`taskforge.streams.connect`; closing it closes its lanes.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lanes: dict[str, Lane] = {}
+
     def lane(self, role: str) -> Lane:
         """The lane for one use (``send``, ``read``, ``ack``), opened on first use."""
-        lanes: dict[str, Lane] = self.__dict__.setdefault("_taskforge_lanes", {})
-        lane = lanes.get(role)
+        lane = self.lanes.get(role)
         if lane is None:
-            lane = lanes[role] = Lane(self.connection_pool, f"taskforge-{role}")
+            lane = self.lanes[role] = Lane(self.connection_pool, f"taskforge-{role}")
         return lane
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
         """Close the lanes, then what redis-py holds."""
-        for lane in self.__dict__.get("_taskforge_lanes", {}).values():
+        for lane in self.lanes.values():
             await lane.aclose()
         await super().aclose(close_connection_pool)
