@@ -11,7 +11,7 @@ from prometheus_client import REGISTRY
 
 from taskforge import streams
 from taskforge.config import Settings
-from taskforge.jobs import Status
+from taskforge.jobs import Status, uuid7s
 from taskforge.lifecycle import submit_batch
 from taskforge.pb import messages_pb2
 from taskforge.worker.registry import Registry, Retry, load
@@ -167,6 +167,27 @@ async def test_stale_entry_is_acked_without_running(
         done = await wait_terminal(pool, [job.id])
         await asyncio.sleep(0.2)
     assert done[job.id].attempts == 1  # ran once, through its real dispatch
+    pending = await redis_client.xpending(streams.stream_key("default"), streams.GROUP)
+    assert pending["pending"] == 0
+
+
+async def test_entry_of_a_job_lost_before_its_flush_is_acked_without_running(
+    pool: asyncpg.Pool, redis_client: aioredis.Redis, settings
+):
+    """A submit's insert is visible (and dispatched) before its WAL flush; a crash in that
+    window loses the row, never answered for. Its entry refers to no row: dropped, and the
+    worker goes on."""
+    lost = uuid7s(1)[0]
+    await streams.ensure_groups(redis_client, ["default"])
+    data = streams.encode(lost, "ping", "default", 1, 0, 30.0, {})
+    await streams.send(redis_client, [("default", data)])
+    async with running_pipeline(pool, redis_client, settings):
+        job = await submit(pool, "ping")
+        done = await wait_terminal(pool, [job.id])
+        await asyncio.sleep(0.2)
+    assert done[job.id].status is Status.COMPLETED
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM job_events WHERE job_id = $1", lost) == 0
     pending = await redis_client.xpending(streams.stream_key("default"), streams.GROUP)
     assert pending["pending"] == 0
 

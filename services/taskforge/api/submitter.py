@@ -4,8 +4,8 @@ One request, one transaction cost PostgreSQL about 1 ms of CPU per job on this m
 commit, a WAL flush, a snapshot and a round trip each) and the api a third of its time in
 asyncpg; the batch path costs 0.2 ms per job. So requests that arrive while an insert is in
 flight wait for the next one, and that one inserts them all (up to ``MAX_BATCH``) with
-:func:`taskforge.lifecycle.submit_batch`. Nothing is answered before its own row has
-committed, so the guarantee is the same as one transaction per request; a failed insert fails
+:func:`taskforge.lifecycle.submit_batch`. Nothing is answered before its own row is
+durable, so the guarantee is the same as one transaction per request; a failed insert fails
 every request it carried, each with the store's own error. A request that arrives when a
 flusher is free goes out at once: at low load there is no waiting for company.
 """
