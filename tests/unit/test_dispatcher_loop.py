@@ -1,4 +1,4 @@
-"""The dispatcher's loop: when it asks for the next due time, and when it goes straight on."""
+"""The dispatcher's loop: when it waits for the next due time, and when it goes straight on."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class ScriptedDispatcher(Dispatcher):
         )
         self.rounds = rounds
         self.stop = stop
-        self.sleep_queries = 0
+        self.waits = 0
         self.lingered_after: list[int] = []
         self.last_sent = 0
 
@@ -40,24 +40,24 @@ class ScriptedDispatcher(Dispatcher):
         self.lingered_after.append(self.last_sent)
         await super()._linger(stop)
 
-    async def _sleep_time(self) -> float:
-        self.sleep_queries += 1
+    def _sleep_time(self) -> float:
+        self.waits += 1
         return 0.0
 
 
-async def test_a_round_woken_while_it_ran_goes_again_without_asking_the_next_due_time():
+async def test_a_round_woken_while_it_ran_goes_again_without_waiting():
     stop = asyncio.Event()
     dispatcher = ScriptedDispatcher([(3, True), (2, True), (1, False), (0, False)], stop)
     await asyncio.wait_for(dispatcher.run(stop), 5)
-    # Only the rounds nobody woke look up how long to sleep.
-    assert dispatcher.sleep_queries == 2
+    # Only the rounds nobody woke wait.
+    assert dispatcher.waits == 2
 
 
-async def test_a_full_batch_goes_again_without_asking_the_next_due_time():
+async def test_a_full_batch_goes_again_without_waiting():
     stop = asyncio.Event()
     dispatcher = ScriptedDispatcher([(10, False), (10, False), (4, False)], stop)
     await asyncio.wait_for(dispatcher.run(stop), 5)
-    assert dispatcher.sleep_queries == 1
+    assert dispatcher.waits == 1
 
 
 async def test_only_rounds_that_sent_many_but_not_a_full_batch_linger():

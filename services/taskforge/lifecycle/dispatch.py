@@ -17,6 +17,7 @@ __all__ = [
     "QueueBacklog",
     "dead_count",
     "mark_queued",
+    "mark_queued_next_due",
     "new_dispatch_lock",
     "queue_backlogs",
     "refresh_planner_stats",
@@ -53,6 +54,13 @@ MARK_QUEUED = """
 SELECT q.id
 FROM taskforge_mark_queued($1::uuid[], $2::text[], $3::text[]) AS q(id),
      (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
+"""
+
+# The same, and then (in the same statement, after the rows moved) the seconds until the
+# next waiting row is due, as NEXT_DUE tells them; NULL for no skip list (migration 0016).
+MARK_QUEUED_NEXT_DUE = """
+SELECT taskforge_mark_queued_next_due($1::uuid[], $2::text[], $3::text[], $4::text[])
+FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
 """
 
 # The claim is fenced by the stream id: an entry whose row is not queued with this very
@@ -124,6 +132,24 @@ async def mark_queued(conn: Any, due: Sequence[DueJob], stream_ids: Sequence[str
         [job.status.value for job in due],
     )
     return len(rows)
+
+
+async def mark_queued_next_due(
+    conn: Any,
+    due: Sequence[DueJob],
+    stream_ids: Sequence[str],
+    skip_queues: Sequence[str] | None,
+) -> float | None:
+    """:func:`mark_queued`, then :func:`seconds_until_next_due` for the queues not in
+    ``skip_queues`` (None: do not ask), in one round trip; returns the latter."""
+    value: float | None = await conn.fetchval(
+        MARK_QUEUED_NEXT_DUE,
+        [job.id for job in due],
+        list(stream_ids),
+        [job.status.value for job in due],
+        list(skip_queues) if skip_queues is not None else None,
+    )
+    return value
 
 
 REGISTERED_QUEUES = "SELECT name FROM queues"

@@ -2,7 +2,8 @@
 
 Only this module writes job entries to job streams, and only for rows it holds locked:
 ``SELECT … FOR UPDATE SKIP LOCKED`` (priority order) → one XADD pipeline → ``UPDATE … queued,
-stream_id`` → COMMIT (which begins the next round's transaction: :meth:`Dispatcher.run`). If
+stream_id`` (which also tells when the next waiting row is due) → COMMIT (which begins the
+next round's transaction: :meth:`Dispatcher._session_round`). If
 Redis fails, the transaction rolls back and the rows stay due; if PostgreSQL fails after the
 XADDs, those entries are stale (their rows are not queued with that stream id) and workers
 drop them. Several scheduler replicas skip each other's rows. The due-rows query also takes
@@ -67,6 +68,7 @@ class Dispatcher:
         self._paused_at = 0.0
         self._session: asyncpg.Connection | None = None  # run()'s, see _session_round
         self._begun = False  # whether _session is in a transaction begun ahead
+        self._next_due_at: float | None = None  # monotonic; None: nothing waits (or not asked)
 
     async def _refresh_paused(self, conn: asyncpg.Connection) -> None:
         now = time.monotonic()
@@ -89,12 +91,20 @@ class Dispatcher:
         # Capped queues first, only into the room under their caps; then the rest.
         due = await lifecycle.select_due_capped(conn, self._capped, self.batch_size)
         dispatch_lock = lifecycle.new_dispatch_lock()
-        due += await lifecycle.select_due(
-            conn, self.batch_size - len(due), [*self._paused, *self._capped], dispatch_lock
-        )
+        # A capped queue's due jobs may be waiting for room: the next due time leaves them
+        # to the poll, so that they are looked for, never spun on.
+        skip = [*self._paused, *self._capped]
+        due += await lifecycle.select_due(conn, self.batch_size - len(due), skip, dispatch_lock)
+        # A full batch goes again at once; any other round learns when to look next, from
+        # the statement that marks its rows (after them: they no longer count as waiting).
+        ask = skip if len(due) < self.batch_size else None
+        until = None
         if due:
             stream_ids = await self._send(due, dispatch_lock)
-            await lifecycle.mark_queued(conn, due, stream_ids)
+            until = await lifecycle.mark_queued_next_due(conn, due, stream_ids, ask)
+        elif ask is not None:
+            until = await lifecycle.seconds_until_next_due(conn, ask)
+        self._next_due_at = None if until is None else time.monotonic() + until
         return due
 
     def _count(self, due: Sequence[DueJob]) -> None:
@@ -147,11 +157,11 @@ class Dispatcher:
     async def _session_round(self) -> int:
         """One round on the connection :meth:`run` holds; returns how many were sent.
 
-        A round that follows a wait starts with its due-rows query: its BEGIN went out before
-        the wait (:meth:`_sleep_time`), not on the way from submit to start. A transaction
-        begun ahead holds no snapshot and no transaction id until its first statement, and
-        the dispatch's statements tell time by ``statement_timestamp()``, not by ``now()``,
-        its start (migration 0013).
+        The round ends with "COMMIT; BEGIN" (one round trip), so the next round starts with
+        its due-rows query, and a trickle's round is three round trips: the due rows, mark
+        queued (with the next due time), commit. A transaction begun ahead holds no snapshot
+        and no transaction id until its first statement, and the dispatch's statements tell
+        time by ``statement_timestamp()``, not by ``now()``, its start (migration 0013).
         """
         if self._session is None:
             self._session = await self.pool.acquire()
@@ -159,7 +169,8 @@ class Dispatcher:
             await self._session.execute("BEGIN")
         self._begun = False  # from here, an error leaves it to _end_session to roll back
         due = await self._round(self._session)
-        await self._session.execute("COMMIT")
+        await self._session.execute("COMMIT; BEGIN")
+        self._begun = True
         self._count(due)
         return len(due)
 
@@ -170,24 +181,12 @@ class Dispatcher:
             await _rollback(conn)
             await self.pool.release(conn)  # a no-op for one the pool took back when it closed
 
-    async def _sleep_time(self) -> float:
-        """How long to wait for the next round; and its BEGIN, sent ahead.
-
-        The next-due query runs on its own (an implicit transaction) and the BEGIN after
-        it: a statement inside the begun transaction would leave its snapshot registered
-        (asyncpg's portal stays open to the end of the transaction) and hold back VACUUM for
-        the whole wait.
-        """
-        if self._session is None:
+    def _sleep_time(self) -> float:
+        """How long to wait for the next round: until the next due time the last round
+        learnt, at most the poll interval, at least 5 ms (never a spin)."""
+        if self._next_due_at is None:
             return self.poll_interval
-        # A capped queue's due jobs may be waiting for room: poll for them, never spin.
-        until = await lifecycle.seconds_until_next_due(
-            self._session, [*self._paused, *self._capped]
-        )
-        await self._session.execute("BEGIN")
-        self._begun = True
-        if until is None:
-            return self.poll_interval
+        until = self._next_due_at - time.monotonic()
         return min(max(until, 0.005), self.poll_interval)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -206,11 +205,8 @@ class Dispatcher:
                     if sent >= LINGER_MIN_SENT and self.linger > 0:
                         await self._linger(stop)
                     if self.wake.is_set():
-                        # New jobs arrived while this round ran: go again at once. Asking
-                        # for the next due time first was a statement (planned and run) per
-                        # round whose answer the wake-up made moot.
-                        continue
-                    delay = await self._sleep_time()
+                        continue  # new jobs arrived while this round ran: go again at once
+                    delay = self._sleep_time()
                 except (*DISPATCH_ERRORS, RedisError) as exc:
                     # The transaction rolls back; the rows are still due and nothing is lost.
                     await self._end_session()
