@@ -97,6 +97,7 @@ class Dispatcher:
         due += await lifecycle.select_due(conn, self.batch_size - len(due), skip, dispatch_lock)
         # A full batch goes again at once; any other round learns when to look next, from
         # the statement that marks its rows (after them: they no longer count as waiting).
+        # Asked inside the round, its portal closes at the COMMIT: the wait holds no snapshot.
         ask = skip if len(due) < self.batch_size else None
         until = None
         if due:
