@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from taskforge.jobs import Job, uuid7s
-from taskforge.lifecycle.core import SubmitResult
+from taskforge.lifecycle.core import EVENTS_INSERT, RELAXED_COMMIT, SubmitResult
 
 __all__ = [
     "ReplayFilter",
@@ -29,8 +29,6 @@ __all__ = [
     "retry",
     "submit_batch",
 ]
-
-_EVENTS = "INSERT INTO job_events (job_id, from_status, to_status, attempt, actor, error)"
 
 # A waiting job ends at once (its stream entry, if any, becomes stale: the claim will not
 # match it). A running one only gets cancel_requested; its worker ends it when signalled.
@@ -47,7 +45,7 @@ WITH moved AS (
       AND j.status IN ('pending', 'retrying', 'queued', 'running')
     RETURNING j.*, old.status AS from_status
 ), ev AS (
-    {_EVENTS}
+    {EVENTS_INSERT}
     SELECT id, from_status, status, attempts, $2,
            CASE WHEN status = 'running' THEN 'cancel requested' ELSE 'cancelled on request' END
     FROM moved
@@ -63,7 +61,7 @@ WITH moved AS (
     WHERE j.id = $1 AND old.id = j.id AND j.status IN ('pending', 'retrying', 'queued')
     RETURNING j.*, old.status AS from_status
 ), ev AS (
-    {_EVENTS}
+    {EVENTS_INSERT}
     SELECT id, from_status, 'dead', attempts, $2, $3 FROM moved
 )
 SELECT * FROM moved
@@ -83,7 +81,7 @@ WITH moved AS (
     WHERE j.id = $1 AND old.id = j.id AND j.status = ANY($2::text[])
     RETURNING j.*, old.status AS from_status
 ), ev AS (
-    {_EVENTS}
+    {EVENTS_INSERT}
     SELECT id, from_status, 'pending', 0, $3, $4 FROM moved
 )
 SELECT * FROM moved
@@ -112,7 +110,7 @@ WITH picked AS (
     FROM picked WHERE j.id = picked.id AND j.status = 'dead'
     RETURNING j.id
 ), ev AS (
-    {_EVENTS}
+    {EVENTS_INSERT}
     SELECT id, 'dead', 'pending', 0, $7, 'replayed from the DLQ by filter' FROM moved
 )
 SELECT count(*) FROM moved
@@ -151,7 +149,7 @@ SELECT ins.id, ins.run_at, ins.created_at FROM ins LEFT JOIN wake ON true{relaxe
 
 # Outside a transaction the insert commits without waiting for its WAL flush, and the
 # submit waits for FLUSH_WAL after it instead (see submit_batch).
-_RELAXED = "\nCROSS JOIN (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed"
+_RELAXED = "\nCROSS JOIN " + RELAXED_COMMIT
 
 # A transaction that writes WAL commits by flushing the WAL up to its commit record (and,
 # under synchronous replication, waits for the standbys up to it), which lies after every
@@ -169,7 +167,7 @@ INSERT_BATCH = {
         on_conflict="ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
         if keyed
         else "",
-        events=_EVENTS,
+        events=EVENTS_INSERT,
         relaxed=_RELAXED if relaxed else "",
     )
     for keyed in (True, False)

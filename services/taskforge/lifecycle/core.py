@@ -26,6 +26,12 @@ EVENTS_INSERT = """
 INSERT INTO job_events (job_id, from_status, to_status, attempt, actor, error)
 """
 
+# Joined into a statement's FROM, this makes its transaction commit without waiting for the
+# WAL flush (a local setting lasts to the transaction's end, and the commit reads it). Only
+# where something durable later flushes past that commit: the dispatch (the claim's commit)
+# and a submit outside a transaction (admin.FLUSH_WAL).
+RELAXED_COMMIT = "(SELECT set_config('synchronous_commit', 'off', true)) AS relaxed"
+
 
 INSERT_JOB = (
     """

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from taskforge.jobs import Status, status_of
+from taskforge.lifecycle.core import RELAXED_COMMIT
 
 __all__ = [
     "DISPATCH_LOCK_SPACE",
@@ -50,17 +51,16 @@ NEXT_DUE = "SELECT taskforge_next_due($1::text[])"
 # The dispatch commits without waiting for its WAL flush: if PostgreSQL loses it, the rows
 # are pending again and their stream entries stale (acked unrun); a claim, committed
 # durably, flushes the WAL up to and past this dispatch. Nothing can run on a lost dispatch.
-MARK_QUEUED = """
+MARK_QUEUED = f"""
 SELECT q.id
-FROM taskforge_mark_queued($1::uuid[], $2::text[], $3::text[]) AS q(id),
-     (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
+FROM taskforge_mark_queued($1::uuid[], $2::text[], $3::text[]) AS q(id), {RELAXED_COMMIT}
 """
 
 # The same, and then (in the same statement, after the rows moved) the seconds until the
 # next waiting row is due, as NEXT_DUE tells them; NULL for no skip list (migration 0016).
-MARK_QUEUED_NEXT_DUE = """
+MARK_QUEUED_NEXT_DUE = f"""
 SELECT taskforge_mark_queued_next_due($1::uuid[], $2::text[], $3::text[], $4::text[])
-FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
+FROM {RELAXED_COMMIT}
 """
 
 # The claim is fenced by the stream id: an entry whose row is not queued with this very
