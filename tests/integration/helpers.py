@@ -24,6 +24,35 @@ from taskforge.worker.consumer import Worker
 from taskforge.worker.registry import Registry, load
 
 
+class RecordingConnection:
+    """A connection that notes every statement sent on it (whitespace collapsed) and, once
+    each is answered, awaits ``after`` (say, to read where the WAL has reached)."""
+
+    def __init__(
+        self,
+        conn: asyncpg.Connection,
+        statements: list[str] | None = None,
+        after: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.conn = conn
+        self.statements = statements if statements is not None else []
+        self.after = after
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.conn, name)
+        if name not in ("execute", "fetch", "fetchval", "fetchrow"):
+            return attribute
+
+        async def recorded(query: str, *args: Any) -> Any:
+            self.statements.append(" ".join(query.split()))
+            result = await attribute(query, *args)
+            if self.after is not None:
+                await self.after()
+            return result
+
+        return recorded
+
+
 @asynccontextmanager
 async def running_pipeline(
     pool: asyncpg.Pool,

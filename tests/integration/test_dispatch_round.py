@@ -7,33 +7,13 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
 
 from taskforge import lifecycle
 from taskforge.scheduler.dispatcher import Dispatcher
-from tests.integration.helpers import job_values, submit, wait_status
-
-
-class RecordingConnection:
-    """A pool connection that notes every statement sent on it."""
-
-    def __init__(self, conn: asyncpg.Connection, statements: list[str]) -> None:
-        self.conn = conn
-        self.statements = statements
-
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self.conn, name)
-        if name not in ("execute", "fetch", "fetchval", "fetchrow"):
-            return attribute
-
-        async def recorded(query: str, *args: Any) -> Any:
-            self.statements.append(" ".join(query.split()))
-            return await attribute(query, *args)
-
-        return recorded
+from tests.integration.helpers import RecordingConnection, job_values, submit, wait_status
 
 
 class RecordingPool:

@@ -8,39 +8,22 @@ transaction nothing changes: the caller's commit is the durable one.
 
 from __future__ import annotations
 
-from typing import Any
-
 import asyncpg
 
 from taskforge import lifecycle
 from taskforge.lifecycle.admin import FLUSH_WAL
-from tests.integration.helpers import job_values
+from tests.integration.helpers import RecordingConnection, job_values
 
 
-class Recording:
-    """A connection that notes, after each statement, the WAL position it has reached."""
+class WalRecording(RecordingConnection):
+    """Notes, after each statement, the WAL position the server has reached."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
-        self.conn = conn
-        self.statements: list[str] = []
+        super().__init__(conn, after=self._note_position)
         self.written_upto: list[int] = []
 
-    def is_in_transaction(self) -> bool:
-        return self.conn.is_in_transaction()
-
-    async def _note(self, query: str) -> None:
-        self.statements.append(query)
+    async def _note_position(self) -> None:
         self.written_upto.append(await _lsn(self.conn, "pg_current_wal_insert_lsn()"))
-
-    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
-        rows = await self.conn.fetch(query, *args)
-        await self._note(query)
-        return rows
-
-    async def execute(self, query: str, *args: Any) -> str:
-        status = await self.conn.execute(query, *args)
-        await self._note(query)
-        return status
 
 
 async def _lsn(conn: asyncpg.Connection, function: str) -> int:
@@ -50,7 +33,7 @@ async def _lsn(conn: asyncpg.Connection, function: str) -> int:
 
 async def test_a_submit_returns_only_after_a_flush_that_covers_its_insert(pool):
     async with pool.acquire() as conn:
-        recording = Recording(conn)
+        recording = WalRecording(conn)
         results = await lifecycle.submit_batch(
             recording, [job_values(), job_values()], [None, None]
         )
@@ -66,7 +49,7 @@ async def test_existing_jobs_read_for_taken_keys_wait_for_the_flush_too(pool):
     """Another request may have inserted the job a moment ago, not yet flushed."""
     async with pool.acquire() as conn:
         await lifecycle.submit_batch(conn, [job_values(idempotency_key="taken-key")], ["h"])
-        recording = Recording(conn)
+        recording = WalRecording(conn)
         results = await lifecycle.submit_batch(
             recording, [job_values(idempotency_key="taken-key")], ["h"]
         )
@@ -76,7 +59,7 @@ async def test_existing_jobs_read_for_taken_keys_wait_for_the_flush_too(pool):
 
 async def test_inside_a_transaction_the_callers_commit_stays_durable(pool):
     async with pool.acquire() as conn:
-        recording = Recording(conn)
+        recording = WalRecording(conn)
         async with conn.transaction():
             await lifecycle.submit_batch(recording, [job_values()], [None])
             assert await conn.fetchval("SHOW synchronous_commit") == "on"
