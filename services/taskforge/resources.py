@@ -28,6 +28,8 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 REDIS = web.AppKey("redis", LaneClient)
 CHECKS = web.AppKey("checks", dict[str, ReadinessCheck])
 SHUTDOWN = web.AppKey("shutdown", asyncio.Event)
+SERVICE = web.AppKey("service", str)
+"""The deployable's name (``api``, ``worker``, …); set by :func:`serve`."""
 BATCH_STATEMENTS = web.AppKey("batch_statements", bool)
 """False for an app whose statements touch single rows (see :func:`store.create_pool`)."""
 
@@ -48,6 +50,7 @@ async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
         settings.postgres_url,
         max_size=settings.pool_size,
         batch_statements=app.get(BATCH_STATEMENTS, True),
+        application_name=f"taskforge-{app.get(SERVICE, 'app')}",
     )
     app[POOL] = pool
 
@@ -166,6 +169,7 @@ def serve(
 
     async def start() -> None:
         app = factory(settings)
+        app[SERVICE] = service
         ops = ops_app(app)
 
         async def ops_ctx(_: web.Application) -> AsyncIterator[None]:

@@ -57,9 +57,17 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(
-    url: str, *, min_size: int = 1, max_size: int = 10, batch_statements: bool = True
+    url: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    batch_statements: bool = True,
+    application_name: str = "taskforge",
 ) -> asyncpg.Pool:
     """A pool whose connections read and write jsonb as Python objects (orjson).
+
+    ``application_name`` names the connections in ``pg_stat_activity`` (``taskforge-worker``
+    and so on), so an operator can tell which deployable holds a lock or runs a slow query.
 
     ``batch_statements`` (the default) plans every execution for the table as it is now; the
     api turns it off, its statements touch single rows and planning each request cost it a
@@ -74,6 +82,8 @@ async def create_pool(
         # Prepared statements are cached per connection; the lifecycle's queries are few.
         statement_cache_size=256,
         command_timeout=60,
+        # Sent in the startup packet: no round trip of its own.
+        server_settings={"application_name": application_name},
     )
     return pool
 
