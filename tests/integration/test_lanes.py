@@ -8,6 +8,9 @@ fail the way redis-py does, so the deployables' retries keep working.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -179,6 +182,73 @@ async def test_a_lane_follows_a_unix_socket_url_and_its_database(unix_redis: Pat
         assert (await client.xpending(streams.stream_key("lanes"), streams.GROUP))["pending"] == 0
     finally:
         await client.aclose()
+
+
+@pytest.fixture(scope="module")
+def tls_redis() -> Iterator[tuple[int, Path]]:
+    """A private redis-server speaking only TLS, on a certificate made for 127.0.0.1; its port
+    and the certificate to trust. Skipped where no redis-server built with TLS is found."""
+    server = shutil.which("redis-server")
+    openssl = shutil.which("openssl")
+    if server is None or openssl is None:
+        pytest.skip("needs redis-server and openssl on PATH")
+    data = Path(tempfile.mkdtemp(prefix="tf-lane-tls-"))
+    cert, key = data / "cert.pem", data / "key.pem"
+    subprocess.run(
+        [
+            *(openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            server,
+            *("--port", "0", "--tls-port", str(port), "--tls-auth-clients", "no"),
+            *("--tls-cert-file", str(cert), "--tls-key-file", str(key)),
+            *("--save", "", "--dir", str(data), "--daemonize", "no"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    with terminated_at_exit(process):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                output = process.stdout.read().decode(errors="replace") if process.stdout else ""
+                pytest.skip(f"redis-server without TLS here: {output[-300:]}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+                break
+            time.sleep(0.02)
+        yield port, cert
+
+
+async def test_a_lane_speaks_tls_to_a_rediss_url_and_checks_the_certificate(
+    tls_redis: tuple[int, Path],
+) -> None:
+    """A rediss:// URL (managed Redis) takes the stream commands over TLS, to its database,
+    trusting the certificate authority the URL names; a server it cannot verify is refused."""
+    port, cert = tls_redis
+    client = streams.connect(f"rediss://127.0.0.1:{port}/2?ssl_ca_certs={cert}")
+    try:
+        [entry_id] = await streams.send(client, [("lanes", b"over TLS")])
+        assert await client.xlen(streams.stream_key("lanes")) == 1  # db 2, as redis-py sees it
+        await streams.ensure_groups(client, ["lanes"])
+        read = await streams.read(client, ["lanes"], "c1", 5, block_ms=100)
+        assert read == [("lanes", entry_id, b"over TLS")]
+        await streams.ack(client, [("lanes", entry_id)])
+        assert (await client.xpending(streams.stream_key("lanes"), streams.GROUP))["pending"] == 0
+    finally:
+        await client.aclose()
+    untrusting = streams.connect(f"rediss://127.0.0.1:{port}/2")
+    try:
+        with pytest.raises(RedisConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+            await untrusting.lane("tls").execute("PING")
+    finally:
+        await untrusting.aclose()
 
 
 async def test_closing_the_client_closes_its_lanes(stores) -> None:
