@@ -170,18 +170,24 @@ def unix_redis() -> Iterator[Path]:
         yield sock
 
 
-async def test_a_lane_follows_a_unix_socket_url_and_its_database(unix_redis: Path) -> None:
-    client = streams.connect(f"unix://{unix_redis}?db=3")
+async def _send_read_ack(url: str, body: bytes) -> None:
+    """An entry sent, read and acked through the lanes of a client of ``url``; the stream's
+    length and pending count read by redis-py, so both reached the URL's database."""
+    client = streams.connect(url)
     try:
-        [entry_id] = await streams.send(client, [("lanes", b"over a unix socket")])
-        assert await client.xlen(streams.stream_key("lanes")) == 1  # db 3, as redis-py sees it
+        [entry_id] = await streams.send(client, [("lanes", body)])
+        assert await client.xlen(streams.stream_key("lanes")) == 1
         await streams.ensure_groups(client, ["lanes"])
         read = await streams.read(client, ["lanes"], "c1", 5, block_ms=100)
-        assert read == [("lanes", entry_id, b"over a unix socket")]
+        assert read == [("lanes", entry_id, body)]
         await streams.ack(client, [("lanes", entry_id)])
         assert (await client.xpending(streams.stream_key("lanes"), streams.GROUP))["pending"] == 0
     finally:
         await client.aclose()
+
+
+async def test_a_lane_follows_a_unix_socket_url_and_its_database(unix_redis: Path) -> None:
+    await _send_read_ack(f"unix://{unix_redis}?db=3", b"over a unix socket")
 
 
 @pytest.fixture(scope="module")
@@ -232,17 +238,7 @@ async def test_a_lane_speaks_tls_to_a_rediss_url_and_checks_the_certificate(
     """A rediss:// URL (managed Redis) takes the stream commands over TLS, to its database,
     trusting the certificate authority the URL names; a server it cannot verify is refused."""
     port, cert = tls_redis
-    client = streams.connect(f"rediss://127.0.0.1:{port}/2?ssl_ca_certs={cert}")
-    try:
-        [entry_id] = await streams.send(client, [("lanes", b"over TLS")])
-        assert await client.xlen(streams.stream_key("lanes")) == 1  # db 2, as redis-py sees it
-        await streams.ensure_groups(client, ["lanes"])
-        read = await streams.read(client, ["lanes"], "c1", 5, block_ms=100)
-        assert read == [("lanes", entry_id, b"over TLS")]
-        await streams.ack(client, [("lanes", entry_id)])
-        assert (await client.xpending(streams.stream_key("lanes"), streams.GROUP))["pending"] == 0
-    finally:
-        await client.aclose()
+    await _send_read_ack(f"rediss://127.0.0.1:{port}/2?ssl_ca_certs={cert}", b"over TLS")
     untrusting = streams.connect(f"rediss://127.0.0.1:{port}/2")
     try:
         with pytest.raises(RedisConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
