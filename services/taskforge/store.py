@@ -131,22 +131,26 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
 
 
-async def migrate_url(url: str) -> list[str]:
-    """Connect, migrate, disconnect."""
-    conn = await asyncpg.connect(url)
+async def migrate_url(url: str, application_name: str = "taskforge-migrate") -> list[str]:
+    """Connect, migrate, disconnect; the connection named ``application_name``, so a
+    deployable queued on the migration lock shows who it is in ``pg_stat_activity``."""
+    conn = await asyncpg.connect(url, server_settings={"application_name": application_name})
     try:
         return await migrate(conn)
     finally:
         await conn.close()
 
 
-async def connect_with_retry(url: str, *, attempts: int = 30, **kwargs: Any) -> asyncpg.Pool:
-    """Create a pool, retrying with backoff while PostgreSQL is not reachable yet."""
+async def connect_with_retry(
+    url: str, *, attempts: int = 30, application_name: str = "taskforge", **kwargs: Any
+) -> asyncpg.Pool:
+    """Migrate and create a pool (both named ``application_name``), retrying with backoff
+    while PostgreSQL is not reachable yet."""
     delay = 0.2
     for attempt in range(1, attempts + 1):
         try:
-            await migrate_url(url)
-            return await create_pool(url, **kwargs)
+            await migrate_url(url, application_name)
+            return await create_pool(url, application_name=application_name, **kwargs)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             if attempt == attempts:
                 raise

@@ -257,7 +257,9 @@ async def listen(pool_url: str, dispatcher: Dispatcher, stop: asyncio.Event) -> 
     while not stop.is_set():
         conn: asyncpg.Connection | None = None
         try:
-            conn = await asyncpg.connect(pool_url)
+            conn = await asyncpg.connect(
+                pool_url, server_settings={"application_name": "taskforge-scheduler"}
+            )
             await conn.add_listener(NOTIFY_CHANNEL, dispatcher.notified)
             backoff = 0.2
             dispatcher.wake.set()  # catch anything inserted while we were not listening
