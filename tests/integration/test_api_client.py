@@ -29,8 +29,10 @@ async def test_rest_client_submits_lists_cancels_and_reports_errors(api):
             "ping", {"message": "hi"}, delay_seconds=600, priority=3, idempotency_key="once"
         )
         assert same["id"] == again["id"]
-        batch = await client.submit_batch([{"type": "ping", "delay_seconds": 600}] * 5)
-        assert batch["created"] == 5
+        batch = await client.submit_batch([{"type": "ping", "delay_seconds": 600}] * 3)
+        assert batch["created"] == 3 and batch["results"][0]["job"]["status"] == "pending"
+        lean = await client.submit_batch([{"type": "ping", "delay_seconds": 600}] * 2, minimal=True)
+        assert lean["created"] == 2 and "job" not in lean["results"][0]
         assert (await client.get(job["id"]))["id"] == job["id"]
         ids = [j["id"] async for j in client.iter_jobs(page_size=2, status=["pending"])]
         assert len(ids) == len(set(ids)) == 7

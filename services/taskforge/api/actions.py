@@ -18,7 +18,7 @@ from taskforge.api.errors import ApiError
 from taskforge.api.jobs import job_id_from
 from taskforge.api.keys import TRACEPARENT, TRACESTATE
 from taskforge.api.notifier import NOTIFIER
-from taskforge.api.responses import json_response
+from taskforge.api.responses import MINIMAL_APPLIED, json_response, prefers_minimal
 from taskforge.api.validation import (
     has_nul,
     parse_json,
@@ -47,7 +47,8 @@ async def _job_or_404(request: web.Request, job_id: Any) -> Job:
 @routes.post("/v1/jobs/batch")
 async def submit_batch(request: web.Request) -> web.Response:
     """Store up to 1,000 jobs in one INSERT; per job: created, existing (same key and body)
-    or conflict (same key, different body). 202 when any was created, else 200."""
+    or conflict (same key, different body). 202 when any was created, else 200. With
+    ``Prefer: return=minimal`` each result names its job's id but carries no document."""
     body = parse_json(await request.read())
     specs_in = body.get("jobs") if isinstance(body, dict) else None
     if (
@@ -94,6 +95,7 @@ async def submit_batch(request: web.Request) -> web.Response:
             outcomes = await lifecycle.submit_batch(
                 conn, specs, hashes, created.traceparent, created.tracestate
             )
+    minimal = prefers_minimal(request)
     results: list[dict[str, Any]] = []
     tally = {"created": 0, "existing": 0, "conflict": 0}
     created_per_queue: dict[str, int] = {}
@@ -114,12 +116,16 @@ async def submit_batch(request: web.Request) -> web.Response:
                 "message": "this idempotency_key was already used with a different job body",
                 "details": None,
             }
-        else:
+        elif not minimal:
             result["job"] = outcome.job.to_json()
         results.append(result)
     for queue, count in created_per_queue.items():
         metrics.submitted(queue).inc(count)
-    return json_response({"results": results, **tally}, status=202 if tally["created"] else 200)
+    return json_response(
+        {"results": results, **tally},
+        status=202 if tally["created"] else 200,
+        headers=MINIMAL_APPLIED if minimal else None,
+    )
 
 
 @routes.post("/v1/jobs/{id}/cancel")

@@ -9,7 +9,7 @@ from aiohttp import web
 from taskforge import lifecycle, metrics, spans
 from taskforge.api.errors import ApiError
 from taskforge.api.keys import TRACEPARENT, TRACESTATE
-from taskforge.api.responses import json_response
+from taskforge.api.responses import MINIMAL_APPLIED, json_response, prefers_minimal
 from taskforge.api.submitter import SUBMITTER
 from taskforge.api.validation import (
     parse_json,
@@ -34,7 +34,8 @@ def job_id_from(request: web.Request) -> uuid.UUID:
 @routes.post("/v1/jobs")
 async def submit_job(request: web.Request) -> web.Response:
     """Store a pending job: 202 when created, 200 for a repeated Idempotency-Key with the same
-    body, 422 for a repeated key with a different body."""
+    body, 422 for a repeated key with a different body. The job as a document, or only
+    ``{"id": …}`` with ``Prefer: return=minimal``."""
     key = validate_idempotency_key(request.headers.get("Idempotency-Key"))
     body = parse_json(await request.read())
     values = validate_job(body, request.app[SETTINGS])
@@ -47,18 +48,21 @@ async def submit_job(request: web.Request) -> web.Response:
         outcome = await request.app[SUBMITTER].submit(values, fingerprint)
         created.stored(outcome.job.id, outcome.created)
     job = outcome.job
-    if not outcome.created:
-        if outcome.request_hash != fingerprint:
-            raise ApiError(
-                422,
-                "idempotency_key_reused",
-                "this Idempotency-Key was already used with a different request body; "
-                "use a new key for a different job",
-                {"job_id": str(job.id)},
-            )
-        return json_response(job.to_json(), status=200, headers={"Location": f"/v1/jobs/{job.id}"})
-    metrics.submitted(job.queue).inc()
-    return json_response(job.to_json(), status=202, headers={"Location": f"/v1/jobs/{job.id}"})
+    if outcome.created:
+        metrics.submitted(job.queue).inc()
+    elif outcome.request_hash != fingerprint:
+        raise ApiError(
+            422,
+            "idempotency_key_reused",
+            "this Idempotency-Key was already used with a different request body; "
+            "use a new key for a different job",
+            {"job_id": str(job.id)},
+        )
+    status = 202 if outcome.created else 200
+    location = {"Location": f"/v1/jobs/{job.id}"}
+    if prefers_minimal(request):
+        return json_response({"id": str(job.id)}, status=status, headers=location | MINIMAL_APPLIED)
+    return json_response(job.to_json(), status=status, headers=location)
 
 
 @routes.get("/v1/jobs/{id}")

@@ -81,6 +81,8 @@ _LIST = (
     "cursor",
 )
 _JOB = _json("The job", ref("Job"))
+# With `Prefer: return=minimal` a submit answers the job's id alone.
+_JOB_OR_ID = {"anyOf": [ref("Job"), ref("JobId")]}
 
 PATHS: dict[str, dict[str, Any]] = {
     "/v1/jobs": {
@@ -88,12 +90,15 @@ PATHS: dict[str, dict[str, Any]] = {
             **_op(
                 "Submit a job",
                 {
-                    202: _json("Created", ref("Job"), Location="the job's URL"),
-                    200: _json("Existing job (same Idempotency-Key and body)", ref("Job")),
+                    202: _json("Created", _JOB_OR_ID, Location="the job's URL"),
+                    200: _json("Existing job (same Idempotency-Key and body)", _JOB_OR_ID),
                 },
                 body="JobInput",
             ),
-            "parameters": [{"$ref": "#/components/parameters/idempotency_key"}],
+            "parameters": [
+                {"$ref": "#/components/parameters/idempotency_key"},
+                {"$ref": "#/components/parameters/prefer"},
+            ],
         },
         "get": _op(
             "List jobs, newest first", {200: _json("A page", ref("JobPage"))}, (400,), params=_LIST
@@ -107,6 +112,7 @@ PATHS: dict[str, dict[str, Any]] = {
                 200: _json("None created", ref("BatchOutput")),
             },
             body="BatchInput",
+            params=("prefer",),
         )
     },
     "/v1/jobs/{id}": {"get": _op("Get a job", {200: _JOB}, (404,), params=("id",))},
@@ -292,6 +298,14 @@ PARAMETERS: dict[str, Any] = {
         "required": False,
         "schema": {"type": "string", "minLength": 1, "maxLength": 200},
         "description": "repeat a submit safely: same key and body, same job",
+    },
+    "prefer": {
+        "name": "Prefer",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "examples": ["return=minimal"]},
+        "description": "`return=minimal` (RFC 7240): answer the new jobs' ids, not their "
+        "documents (answered with `Preference-Applied: return=minimal`)",
     },
     "status": _query(
         "status", f"one or more of {', '.join(STATES)}, comma-separated", {"type": "string"}

@@ -152,12 +152,13 @@ SCHEMAS: dict[str, Schema] = {
     "BatchInput": obj(
         ["jobs"], jobs={"type": "array", "minItems": 1, "maxItems": 1000, "items": BATCH_ITEM}
     ),
+    "JobId": obj(["id"], id=UUID),
     "BatchResult": obj(
         ["index", "result", "job_id"],
         index=INT,
         result={"type": "string", "enum": ["created", "existing", "conflict"]},
         job_id=UUID,
-        job=ref("Job"),
+        job={**ref("Job"), "description": "absent with `Prefer: return=minimal`"},
         error={"type": "object"},
     ),
     "BatchOutput": obj(

@@ -69,6 +69,12 @@ def add_commands(commands: Any) -> None:
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--rate", type=float, default=100.0, help="trickle jobs per second")
     parser.add_argument("--trickle-jobs", type=int, default=1000)
+    parser.add_argument(
+        "--full-responses",
+        action="store_true",
+        help="ask for every submitted job's document back, as a client that reads them "
+        "would (by default the submits send `Prefer: return=minimal` and get ids only)",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="runs per scenario (median kept)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--json-out", type=Path, help="also write the JSON to this file")
@@ -94,7 +100,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         else:
             api_url = args.url
             postgres_url = args.postgres_url or settings.postgres_url
-        bench = Bench(api_url, postgres_url, args.token)
+        bench = Bench(api_url, postgres_url, args.token, minimal=not args.full_responses)
         results = []
         for scenario in scenarios:
             runs = []

@@ -89,10 +89,15 @@ FROM jobs j WHERE j.id = ANY($1::uuid[])
 class Bench:
     """Submits through the api and watches completion in PostgreSQL."""
 
-    def __init__(self, api_url: str, postgres_url: str, token: str | None) -> None:
+    def __init__(
+        self, api_url: str, postgres_url: str, token: str | None, minimal: bool = True
+    ) -> None:
         self.api_url = api_url.rstrip("/")
         self.postgres_url = postgres_url
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if minimal:
+            # Ids are all a producer needs back; an api without the preference ignores it.
+            self.headers["Prefer"] = "return=minimal"
 
     async def run(
         self,

@@ -125,9 +125,16 @@ class Client:
         job: Json = await self.request("POST", "/v1/jobs", json=body, headers=headers)
         return job
 
-    async def submit_batch(self, jobs: list[Json]) -> Json:
-        """Submit up to 1,000 jobs (each may carry ``idempotency_key``); per-job results."""
-        result: Json = await self.request("POST", "/v1/jobs/batch", json={"jobs": jobs})
+    async def submit_batch(self, jobs: list[Json], *, minimal: bool = False) -> Json:
+        """Submit up to 1,000 jobs (each may carry ``idempotency_key``); per-job results.
+
+        ``minimal`` asks for ids only (``Prefer: return=minimal``): no job documents to
+        build, send and parse when the caller needs nothing more.
+        """
+        headers = {"Prefer": "return=minimal"} if minimal else None
+        result: Json = await self.request(
+            "POST", "/v1/jobs/batch", json={"jobs": jobs}, headers=headers
+        )
         return result
 
     async def get(self, job_id: str) -> Json:

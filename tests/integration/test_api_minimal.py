@@ -1,0 +1,69 @@
+"""Submits with ``Prefer: return=minimal``: ids only, the same jobs stored."""
+
+from __future__ import annotations
+
+from tests.integration.api_support import api, assert_error, get_json
+
+__all__ = ["api"]  # the fixture, imported for pytest
+
+MINIMAL = {"Prefer": "return=minimal"}
+
+
+async def test_a_minimal_batch_answers_ids_and_stores_the_jobs(api):
+    jobs = [
+        {"type": "ping", "payload": {"n": 1}, "idempotency_key": "m1", "delay_seconds": 600},
+        {"type": "ping", "queue": "other", "delay_seconds": 600},
+    ]
+    response = await api.post("/v1/jobs/batch", json={"jobs": jobs}, headers=MINIMAL)
+    body = await response.json()
+    assert response.status == 202, body
+    assert response.headers["Preference-Applied"] == "return=minimal"
+    assert (body["created"], body["existing"], body["conflict"]) == (2, 0, 0)
+    assert [set(r) for r in body["results"]] == [{"index", "result", "job_id"}] * 2
+    stored = [await get_json(api, f"/v1/jobs/{r['job_id']}") for r in body["results"]]
+    assert [(j["queue"], j["payload"], j["status"]) for j in stored] == [
+        ("default", {"n": 1}, "pending"),
+        ("other", {}, "pending"),
+    ]
+    # Existing and conflicting keys: still named per job, a conflict still with its error.
+    again = await api.post(
+        "/v1/jobs/batch",
+        json={"jobs": [jobs[0], {**jobs[0], "payload": {"n": 2}}]},
+        headers={"Prefer": "wait=1, return=minimal"},
+    )
+    results = (await again.json())["results"]
+    assert again.status == 200
+    assert [r["result"] for r in results] == ["existing", "conflict"]
+    assert results[0] == {"index": 0, "result": "existing", "job_id": stored[0]["id"]}
+    assert_error({"error": results[1]["error"]}, "idempotency_key_reused")
+    assert "job" not in results[1]
+
+
+async def test_without_the_preference_the_batch_answers_documents(api):
+    for headers in ({}, {"Prefer": "return=representation"}):
+        response = await api.post(
+            "/v1/jobs/batch",
+            json={"jobs": [{"type": "ping", "delay_seconds": 600}]},
+            headers=headers,
+        )
+        result = (await response.json())["results"][0]
+        assert "Preference-Applied" not in response.headers
+        assert result["job"]["id"] == result["job_id"] and result["job"]["status"] == "pending"
+
+
+async def test_a_minimal_single_submit_answers_its_id(api):
+    job = {"type": "ping", "delay_seconds": 600}
+    headers = {**MINIMAL, "Idempotency-Key": "s1"}
+    created = await api.post("/v1/jobs", json=job, headers=headers)
+    body = await created.json()
+    assert created.status == 202 and set(body) == {"id"}
+    assert created.headers["Location"] == f"/v1/jobs/{body['id']}"
+    assert created.headers["Preference-Applied"] == "return=minimal"
+    assert (await get_json(api, f"/v1/jobs/{body['id']}"))["status"] == "pending"
+    repeated = await api.post("/v1/jobs", json=job, headers=headers)
+    assert repeated.status == 200 and await repeated.json() == body
+    conflict = await api.post("/v1/jobs", json={**job, "payload": {"x": 1}}, headers=headers)
+    assert conflict.status == 422
+    assert_error(await conflict.json(), "idempotency_key_reused")
+    full = await api.post("/v1/jobs", json=job)
+    assert (await full.json())["status"] == "pending"
