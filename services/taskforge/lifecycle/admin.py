@@ -122,7 +122,10 @@ WITH ins AS (
                       idempotency_key, request_hash, traceparent, tracestate)
     SELECT b.id, b.queue, b.type, b.payload, b.priority, b.max_attempts, b.timeout_seconds,
            COALESCE(b.run_at, now() + make_interval(secs => COALESCE(b.delay_seconds, 0))),
-           b.idempotency_key, b.request_hash, b.traceparent, b.tracestate
+           b.idempotency_key, b.request_hash,
+           -- A row without a trace context of its own has the batch's ($2, $3).
+           CASE WHEN b.traceparent IS NULL THEN $2 ELSE b.traceparent END,
+           CASE WHEN b.traceparent IS NULL THEN $3 ELSE b.tracestate END
     -- The batch is one JSON document, a row per job named like its spec (see _document).
     FROM ROWS FROM (jsonb_to_recordset($1::text::jsonb) AS (
              id uuid, queue text, type text, payload jsonb, priority integer,
@@ -246,29 +249,30 @@ def _document(
     ids: dict[int, uuid.UUID],
     specs: Sequence[dict[str, Any]],
     hashes: Sequence[str | None],
-    traces: Sequence[tuple[str | None, str | None]],
+    own_traces: Sequence[tuple[str, str | None] | None],
 ) -> str:
-    """The insert's rows as one JSON array: each spec as it is, with its id, request hash and
-    trace context; PostgreSQL reads the fields it names and ignores the rest.
+    """The insert's rows as one JSON array: each spec's set fields, with its id, its request
+    hash and its own trace context if it has one; PostgreSQL reads the fields it names,
+    takes a missing one as NULL and the batch's trace context for a row without its own.
 
     One orjson call, in C, instead of 13 parallel array parameters: asyncpg encoded every
     element of those in Python, checking each against ``collections.abc``. The statement's
     client CPU a job: 5.5-6.1 → 3.3-3.6 µs in 500-job batches, 10-12 → 7-8.5 µs in the
     group commits of single submits (measured alternated). Times without a zone are UTC.
+    Nulls and the batch-wide trace context are left out: they were half of a no-op job's
+    330 bytes, sent over the socket and parsed by PostgreSQL once per job.
     """
-    return orjson.dumps(
-        [
-            {
-                **specs[i],
-                "id": str(ids[i]),
-                "request_hash": hashes[i],
-                "traceparent": traces[i][0],
-                "tracestate": traces[i][1],
-            }
-            for i in todo
-        ],
-        option=orjson.OPT_NAIVE_UTC,
-    ).decode()
+    rows = []
+    for i in todo:
+        row = {name: value for name, value in specs[i].items() if value is not None}
+        row["id"] = str(ids[i])
+        if hashes[i] is not None:
+            row["request_hash"] = hashes[i]
+        own = own_traces[i]
+        if own is not None:
+            row["traceparent"], row["tracestate"] = own
+        rows.append(row)
+    return orjson.dumps(rows, option=orjson.OPT_NAIVE_UTC).decode()
 
 
 async def submit_batch(
@@ -298,17 +302,19 @@ async def submit_batch(
     relaxed = not conn.is_in_transaction()
     results: list[SubmitResult | None] = [None] * len(specs)
     todo = list(range(len(specs)))
-    traces = [
-        (spec["traceparent"], spec.get("tracestate"))
-        if spec.get("traceparent")
-        else (traceparent, tracestate)
+    own_traces = [
+        (spec["traceparent"], spec.get("tracestate")) if spec.get("traceparent") else None
         for spec in specs
     ]
+    traces = [own or (traceparent, tracestate) for own in own_traces]
     for _ in range(3):
         ids = dict(zip(todo, uuid7s(len(todo)), strict=True))
         keyed = any(specs[i].get("idempotency_key") for i in todo)
         rows = await conn.fetch(
-            INSERT_BATCH[keyed, relaxed], _document(todo, ids, specs, hashes, traces)
+            INSERT_BATCH[keyed, relaxed],
+            _document(todo, ids, specs, hashes, own_traces),
+            traceparent,
+            tracestate,
         )
         inserted = {row["id"]: row for row in rows}
         for i in todo:
