@@ -21,6 +21,7 @@ from taskforge.api.notifier import NOTIFIER
 from taskforge.api.responses import MINIMAL_APPLIED, json_response, prefers_minimal
 from taskforge.api.validation import (
     has_nul,
+    nul_free,
     parse_json,
     request_hash,
     validate_idempotency_key,
@@ -49,7 +50,9 @@ async def submit_batch(request: web.Request) -> web.Response:
     """Store up to 1,000 jobs in one INSERT; per job: created, existing (same key and body)
     or conflict (same key, different body). 202 when any was created, else 200. With
     ``Prefer: return=minimal`` each result names its job's id but carries no document."""
-    body = parse_json(await request.read())
+    raw = await request.read()
+    body = parse_json(raw)
+    clean = nul_free(raw)
     specs_in = body.get("jobs") if isinstance(body, dict) else None
     if (
         not isinstance(specs_in, list)
@@ -73,7 +76,7 @@ async def submit_batch(request: web.Request) -> web.Response:
             if key is not None and not isinstance(key, str):
                 raise ApiError(422, "validation_error", "idempotency_key must be a string")
             key = validate_idempotency_key(key)
-            values = validate_job(fields, settings)
+            values = validate_job(fields, settings, known_nul_free=clean)
         except ApiError as exc:
             problems.append({"index": index, "problem": exc.message})
             continue

@@ -12,6 +12,7 @@ from taskforge.api.keys import TRACEPARENT, TRACESTATE
 from taskforge.api.responses import MINIMAL_APPLIED, json_response, prefers_minimal
 from taskforge.api.submitter import SUBMITTER
 from taskforge.api.validation import (
+    nul_free,
     parse_json,
     request_hash,
     validate_idempotency_key,
@@ -37,8 +38,9 @@ async def submit_job(request: web.Request) -> web.Response:
     body, 422 for a repeated key with a different body. The job as a document, or only
     ``{"id": …}`` with ``Prefer: return=minimal``."""
     key = validate_idempotency_key(request.headers.get("Idempotency-Key"))
-    body = parse_json(await request.read())
-    values = validate_job(body, request.app[SETTINGS])
+    raw = await request.read()
+    body = parse_json(raw)
+    values = validate_job(body, request.app[SETTINGS], known_nul_free=nul_free(raw))
     values["idempotency_key"] = key
     fingerprint = request_hash(body) if key else None
     traceparent, tracestate = request.get(TRACEPARENT), request.get(TRACESTATE)

@@ -80,8 +80,21 @@ def validate_idempotency_key(key: str | None) -> str | None:
     return key
 
 
-def validate_job(body: Any, settings: Settings) -> dict[str, Any]:
-    """Resolved values for :func:`taskforge.lifecycle.submit`, or ApiError(422) with details."""
+def nul_free(raw: bytes) -> bool:
+    """Whether JSON text ``raw`` certainly holds no U+0000: JSON can write that character
+    only as the escape ``\\u0000`` (a raw NUL byte is not valid JSON), so without those six
+    bytes anywhere no string in it has one. One scan in C of the whole body, where
+    :func:`has_nul` walks every value of every job in Python (5% of a batch submit's CPU).
+    """
+    return b"\\u0000" not in raw
+
+
+def validate_job(body: Any, settings: Settings, *, known_nul_free: bool = False) -> dict[str, Any]:
+    """Resolved values for :func:`taskforge.lifecycle.submit`, or ApiError(422) with details.
+
+    ``known_nul_free``: the body came from JSON text that :func:`nul_free` cleared, so its
+    payload need not be searched for U+0000 again.
+    """
     if not isinstance(body, dict):
         raise ApiError(
             422,
@@ -106,7 +119,7 @@ def validate_job(body: Any, settings: Settings) -> dict[str, Any]:
     payload = body.get("payload", {})
     if not isinstance(payload, dict):
         bad("payload", "must be a JSON object")
-    elif has_nul(payload):
+    elif not known_nul_free and has_nul(payload):
         bad("payload", "must not contain the NUL character (\\u0000): PostgreSQL cannot store it")
 
     queue = body.get("queue", "default")

@@ -1,4 +1,4 @@
-"""Submits with ``Prefer: return=minimal``: ids only, the same jobs stored."""
+"""Submits: `Prefer: return=minimal` (ids only, the same jobs stored); U+0000 refused."""
 
 from __future__ import annotations
 
@@ -67,3 +67,23 @@ async def test_a_minimal_single_submit_answers_its_id(api):
     assert_error(await conflict.json(), "idempotency_key_reused")
     full = await api.post("/v1/jobs", json=job)
     assert (await full.json())["status"] == "pending"
+
+
+async def test_a_nul_anywhere_in_a_payload_is_refused_and_lookalikes_are_not(api):
+    for payload in ({"a": "x\u0000"}, {"k\u0000": 1}, {"a": [{"b": ["\u0000"]}]}):
+        single = await api.post("/v1/jobs", json={"type": "ping", "payload": payload})
+        assert single.status == 422, payload
+        assert (await single.json())["error"]["details"][0]["field"] == "payload"
+        batch = await api.post(
+            "/v1/jobs/batch",
+            json={"jobs": [{"type": "ping"}, {"type": "ping", "payload": payload}]},
+        )
+        assert batch.status == 422, payload
+        assert (await batch.json())["error"]["details"][0]["index"] == 1
+    assert (await get_json(api, "/v1/jobs"))["jobs"] == []
+    # The text of the escape, not the character: stored as sent.
+    lookalike = {"path": "C:\\u0000"}
+    response = await api.post(
+        "/v1/jobs", json={"type": "ping", "payload": lookalike, "delay_seconds": 600}
+    )
+    assert response.status == 202 and (await response.json())["payload"] == lookalike
