@@ -1,4 +1,5 @@
-"""Submits: `Prefer: return=minimal` (ids only, the same jobs stored); U+0000 refused."""
+"""Submits: `Prefer: return=minimal` (ids only, the same jobs stored); U+0000 refused; run_at
+with any offset Python reads."""
 
 from __future__ import annotations
 
@@ -87,3 +88,19 @@ async def test_a_nul_anywhere_in_a_payload_is_refused_and_lookalikes_are_not(api
         "/v1/jobs", json={"type": "ping", "payload": lookalike, "delay_seconds": 600}
     )
     assert response.status == 202 and (await response.json())["payload"] == lookalike
+
+
+async def test_run_at_with_any_offset_python_reads_is_stored_as_its_instant(api):
+    # PostgreSQL refuses offsets beyond ±15:59; this one is the same instant in UTC.
+    far_east = "2026-01-01T22:51:00+22:51"
+    single = await api.post("/v1/jobs", json={"type": "ping", "run_at": far_east})
+    assert single.status == 202, await single.text()
+    assert (await single.json())["run_at"].startswith("2026-01-01T00:00:00")
+    batch = await api.post(
+        "/v1/jobs/batch", json={"jobs": [{"type": "ping", "run_at": "0342-07-01T14:08:13+22:51"}]}
+    )
+    assert batch.status == 202, await batch.text()
+    assert (await batch.json())["results"][0]["job"]["run_at"].startswith("0342-06-30T15:17:13")
+    early = await api.post("/v1/jobs", json={"type": "ping", "run_at": "0001-01-01T00:00:00+05:00"})
+    assert early.status == 422
+    assert (await early.json())["error"]["details"][0]["field"] == "run_at"

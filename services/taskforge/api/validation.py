@@ -186,6 +186,13 @@ def _parse_time(value: Any, bad: Any) -> datetime | None:
     if parsed.tzinfo is None:
         bad("run_at", "needs a time zone (Z or +hh:mm)")
         return None
+    try:
+        # In UTC: Python takes offsets up to ±23:59, PostgreSQL only up to ±15:59 (a 500
+        # where a 202 was due), and the instant is the same.
+        parsed = parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+05:00, before year 1 in UTC
+        bad("run_at", "is out of range; send a time after the year 1 in UTC")
+        return None
     if parsed > datetime.now(UTC) + timedelta(seconds=MAX_DELAY):
         bad("run_at", "is more than a year away")
         return None
