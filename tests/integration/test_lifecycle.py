@@ -178,6 +178,73 @@ async def test_late_finish_cannot_overwrite_a_newer_attempt(pool):
     assert final is not None and final.result == "b"
 
 
+async def test_a_claimed_job_carries_its_row_field_by_field(pool):
+    """The claim's rows become ClaimedJobs by position: each field must be its own column."""
+    run_at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    job = await submit(
+        pool,
+        "mail.send",
+        queue="mail",
+        payload={"to": "a@example.com"},
+        max_attempts=7,
+        timeout_seconds=12.5,
+        run_at=run_at,
+        traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        tracestate="vendor=1",
+    )
+    await _queue(pool, job.id, "3-1")
+    async with pool.acquire() as conn:
+        claimed = await lifecycle.claim(conn, [(job.id, "3-1")], "worker:w", 30)
+    assert claimed == [
+        lifecycle.ClaimedJob(
+            id=job.id,
+            queue="mail",
+            type="mail.send",
+            payload={"to": "a@example.com"},
+            attempt=1,
+            max_attempts=7,
+            timeout_seconds=12.5,
+            traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            tracestate="vendor=1",
+            stream_id="3-1",
+            run_at=run_at,
+        )
+    ]
+
+
+async def test_a_finish_reports_completed_jobs_only_when_asked(pool):
+    """Every outcome is recorded; without report_completed only the others come back."""
+    jobs = [await submit(pool, "ping") for _ in range(4)]
+    async with pool.acquire() as conn, conn.transaction():
+        due = await lifecycle.select_due(conn, 10, [], lifecycle.new_dispatch_lock())
+        await lifecycle.mark_queued(conn, due, [f"{i}-0" for i in range(len(due))])
+    by_id = {d.id: f"{i}-0" for i, d in enumerate(due)}
+    async with pool.acquire() as conn:
+        entries = [(job.id, by_id[job.id]) for job in jobs]
+        claimed = {c.id: c for c in await lifecycle.claim(conn, entries, "worker:w", 30)}
+        a, b, c, d = (claimed[job.id] for job in jobs)
+        outcomes = [
+            Outcome(a.id, a.attempt, Status.COMPLETED, result_json="1"),
+            Outcome(b.id, b.attempt, Status.DEAD, error="Fail: no"),
+            Outcome(c.id, c.attempt, Status.RETRYING, error="boom", delay=60),
+            Outcome(d.id, d.attempt + 1, Status.COMPLETED, result_json="2"),  # lost the job
+        ]
+        done = await lifecycle.finish(conn, outcomes, "worker:w", report_completed=False)
+        assert {(f.id, f.status) for f in done} == {
+            (b.id, Status.DEAD),
+            (c.id, Status.RETRYING),
+        }
+        dead = next(f for f in done if f.id == b.id)
+        assert (dead.queue, dead.type, dead.attempts, dead.last_error) == (
+            "default",
+            "ping",
+            1,
+            "Fail: no",
+        )
+        statuses = dict(await conn.fetch("SELECT id, status FROM jobs"))
+    assert statuses == {a.id: "completed", b.id: "dead", c.id: "retrying", d.id: "running"}
+
+
 async def test_retrying_finish_sets_backoff_and_returns_to_dispatch(pool):
     job = await submit(pool, "ping")
     await _queue(pool, job.id)

@@ -17,9 +17,8 @@ from taskforge.worker.registry import Fail, Handler, JobContext, Retry
 def _job(attempt: int = 1, max_attempts: int = 3) -> ClaimedJob:
     now = datetime.now(UTC)
     return ClaimedJob(
-        uuid.uuid4(), "default", "t", {"n": 1}, attempt, max_attempts, 30.0, None, None, "1-0",
-        now, now,
-    )  # fmt: skip
+        uuid.uuid4(), "default", "t", {"n": 1}, attempt, max_attempts, 30.0, None, None, "1-0", now
+    )
 
 
 def _ctx(job: ClaimedJob) -> JobContext:

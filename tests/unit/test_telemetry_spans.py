@@ -38,9 +38,7 @@ def due(job_id: uuid.UUID, traceparent: str | None, tracestate: str | None = Non
 
 def claimed(job_id: uuid.UUID, traceparent: str | None = None) -> ClaimedJob:
     now = datetime.now(UTC)
-    return ClaimedJob(
-        job_id, "mail", "email.send", {}, 2, 5, 30.0, traceparent, None, "1-0", now, now
-    )
+    return ClaimedJob(job_id, "mail", "email.send", {}, 2, 5, 30.0, traceparent, None, "1-0", now)
 
 
 def parent_of(span: ReadableSpan) -> int | None:

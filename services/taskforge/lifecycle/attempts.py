@@ -25,17 +25,32 @@ __all__ = [
 ]
 
 
-CLAIM = "SELECT * FROM taskforge_claim($1::uuid[], $2::text[], $3, $4, $5::integer[])"
+# The columns a worker reads, in ClaimedJob's order (each row becomes one by position): the
+# function also returns created_at, which no worker reads, and a row's every column is sent
+# and decoded (the function's result is unchanged: a worker of the previous release reads it
+# during a rolling upgrade).
+CLAIM = """
+SELECT c.id, c.queue, c.type, c.payload, c.attempts, c.max_attempts, c.timeout_seconds,
+       c.traceparent, c.tracestate, c.stream_id, c.run_at
+FROM taskforge_claim($1::uuid[], $2::text[], $3, $4, $5::integer[]) AS c
+"""
 
 # A finish is fenced by (status running, attempt): a worker that lost its lease cannot
 # overwrite what the reaper or another worker decided. taskforge_finish (migrations 0011,
 # 0015) reads its rows through the primary key by id, whatever the statistics say (a hash
 # join over every running row made each finish as slow as the fleet), with a plan made once
 # per session. So do the claim, the lease renewal and the dispatch's mark-queued.
-FINISH = (
-    "SELECT * FROM taskforge_finish("
-    "$1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::float8[], $7)"
-)
+#
+# Only the finishes a worker acts on come back: the dead ones (their dead-letter notices)
+# and the other failures, and the completed ones only when it logs each job ($8). Every row
+# of a drain of no-op jobs came back, eight columns sent by PostgreSQL and decoded by the
+# worker, for a worker at the `warning` log level to drop them all.
+FINISH = """
+SELECT f.id, f.status, f.attempts, f.queue, f.type, f.last_error, f.traceparent, f.tracestate
+FROM taskforge_finish($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[],
+                      $6::float8[], $7) AS f
+WHERE $8 OR f.status <> 'completed'
+"""
 
 
 # Fenced like the finish; by id whatever the statistics say (migrations 0012, 0015).
@@ -66,7 +81,7 @@ SELECT back.id FROM back LEFT JOIN wake ON true
 
 
 class ClaimedJob(NamedTuple):
-    """A job a worker now runs under a lease."""
+    """A job a worker now runs under a lease (its fields in :data:`CLAIM`'s column order)."""
 
     id: uuid.UUID
     queue: str
@@ -78,7 +93,6 @@ class ClaimedJob(NamedTuple):
     traceparent: str | None
     tracestate: str | None
     stream_id: str
-    created_at: datetime
     run_at: datetime
 
 
@@ -105,23 +119,7 @@ async def claim(
         lease_seconds,
         list(dispatch_locks) if dispatch_locks is not None else [0] * len(entries),
     )
-    return [
-        ClaimedJob(
-            id=row["id"],
-            queue=row["queue"],
-            type=row["type"],
-            payload=row["payload"],
-            attempt=row["attempts"],
-            max_attempts=row["max_attempts"],
-            timeout_seconds=row["timeout_seconds"],
-            traceparent=row["traceparent"],
-            tracestate=row["tracestate"],
-            stream_id=row["stream_id"],
-            created_at=row["created_at"],
-            run_at=row["run_at"],
-        )
-        for row in rows
-    ]
+    return [ClaimedJob._make(row) for row in rows]
 
 
 class Outcome(NamedTuple):
@@ -148,8 +146,12 @@ class Finished(NamedTuple):
     tracestate: str | None
 
 
-async def finish(conn: Any, outcomes: Sequence[Outcome], actor: str) -> list[Finished]:
-    """Record many outcomes in one statement; outcomes whose attempt lost the job are skipped."""
+async def finish(
+    conn: Any, outcomes: Sequence[Outcome], actor: str, report_completed: bool = True
+) -> list[Finished]:
+    """Record many outcomes in one statement; the finishes that took effect come back, the
+    completed ones only if ``report_completed``. Outcomes whose attempt lost the job are
+    skipped."""
     if not outcomes:
         return []
     rows = await conn.fetch(
@@ -161,6 +163,7 @@ async def finish(conn: Any, outcomes: Sequence[Outcome], actor: str) -> list[Fin
         [o.error for o in outcomes],
         [o.delay for o in outcomes],
         actor,
+        report_completed,
     )
     return [
         Finished(

@@ -99,7 +99,13 @@ class Finisher:
             self._recording = len(batch)
             try:
                 async with self.pool.acquire() as conn:
-                    done = await lifecycle.finish(conn, [f.outcome for f in batch], self.actor)
+                    # The completed finishes are needed only for their log lines.
+                    done = await lifecycle.finish(
+                        conn,
+                        [f.outcome for f in batch],
+                        self.actor,
+                        report_completed=log.isEnabledFor(logging.INFO),
+                    )
                 # Ack only after the row is written; an outcome fenced out (the job was
                 # rescued meanwhile) is acked too: that entry is finished either way.
                 await streams.ack(self.redis, [(f.queue, f.stream_id) for f in batch])
