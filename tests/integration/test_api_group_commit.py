@@ -113,3 +113,32 @@ async def test_a_cancelled_flush_leaves_no_request_waiting(stores, clean):
         assert all(isinstance(o, asyncio.CancelledError) for o in outcomes), outcomes
     finally:
         await pool.close()
+
+
+async def test_requests_that_arrive_during_an_insert_all_go_in_the_next(stores, clean):
+    """One insert at a time: what arrives while it runs waits and shares one insert, so the
+    batches grow with the load (PostgreSQL's commit and flush paid once for all of them)."""
+    pool = await asyncpg.create_pool(stores.postgres_url, min_size=2, max_size=4)
+    try:
+        submitter = Submitter(pool)
+        async with pool.acquire() as blocker, blocker.transaction():
+            # Inserts wait behind this lock: the first request's insert is now in flight.
+            await blocker.execute("LOCK TABLE jobs IN EXCLUSIVE MODE")
+            first = asyncio.create_task(submitter.submit(job_values(), None))
+            await asyncio.sleep(0.1)
+            later = []
+            for _ in range(9):  # one by one, each in time to start an insert of its own
+                later.append(asyncio.create_task(submitter.submit(job_values(), None)))
+                await asyncio.sleep(0.02)
+            assert not first.done() and not any(task.done() for task in later)
+        outcomes = await asyncio.wait_for(asyncio.gather(first, *later), timeout=10)
+        await submitter.drain()
+        assert all(outcome.created for outcome in outcomes)
+        async with pool.acquire() as conn:
+            # Rows of one INSERT share its transaction's created_at.
+            inserts = await conn.fetch(
+                "SELECT created_at, count(*) AS jobs FROM jobs GROUP BY 1 ORDER BY 1"
+            )
+        assert [row["jobs"] for row in inserts] == [1, 9]
+    finally:
+        await pool.close()
