@@ -163,17 +163,20 @@ def encode(
     dispatch_lock: int = 0,
 ) -> bytes:
     """Serialize a ``JobMessage``."""
-    message = messages_pb2.JobMessage(
-        job_id=str(job_id),
-        type=type_,
-        queue=queue,
-        attempt=attempt,
-        enqueued_at_unix_ms=int(time.time() * 1000),
-        priority=priority,
-        timeout_seconds=timeout_seconds,
-        headers=headers,
-        dispatch_lock=dispatch_lock,
-    )
+    # Set field by field, and the headers map only when there are any: the keyword
+    # constructor cost 3.1 µs a job, most of it the (usually empty) map; this 1.6. The
+    # dispatcher encodes every job it sends: this was a third of its CPU in a batch drain.
+    message = messages_pb2.JobMessage()
+    message.job_id = str(job_id)
+    message.type = type_
+    message.queue = queue
+    message.attempt = attempt
+    message.enqueued_at_unix_ms = int(time.time() * 1000)
+    message.priority = priority
+    message.timeout_seconds = timeout_seconds
+    message.dispatch_lock = dispatch_lock
+    if headers:
+        message.headers.update(headers)
     data: bytes = message.SerializeToString()
     return data
 
