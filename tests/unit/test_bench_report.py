@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -47,3 +48,41 @@ def test_table_lists_each_scenario_and_resources():
 def test_percentiles_ms_skip_jobs_without_a_dispatch_record():
     assert percentiles_ms([0.001, None, 0.003]) == {"p50": 1.0, "p95": 3.0, "p99": 3.0, "max": 3.0}
     assert percentiles_ms([None]) == {"p50": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0}
+
+
+def _bench_args(*argv: str):
+    from taskforge.cli import build_parser
+
+    return build_parser().parse_args(["bench", *argv])
+
+
+def test_bench_options_default_to_the_documented_scenarios():
+    args = _bench_args()
+    assert (args.jobs, args.concurrency, args.batch_concurrency, args.batch_size) == (
+        20_000,
+        64,
+        4,
+        500,
+    )
+    assert (args.rate, args.trickle_jobs, args.repeat, args.workers) == (100.0, 1000, 1, 1)
+    args = _bench_args("-n", "300", "--batch-size", "1000", "--rate", "12.5", "--workers", "2")
+    assert (args.jobs, args.batch_size, args.rate, args.workers) == (300, 1000, 12.5, 2)
+
+
+@pytest.mark.parametrize(
+    ("argv", "problem"),
+    [
+        (("-n", "0"), "--jobs/-n: 0 is not at least 1"),
+        (("-n", "many"), "--jobs/-n: 'many' is not a whole number"),
+        (("--batch-size", "1001"), "more than the api takes in one request (1000)"),
+        (("--rate", "0"), "--rate: 0 is not a rate above 0"),
+        (("--rate", "inf"), "--rate: inf is not a rate above 0"),
+        (("--concurrency", "-4"), "--concurrency/-c: -4 is not at least 1"),
+        (("--workers", "0"), "--workers: 0 is not at least 1"),
+    ],
+)
+def test_bench_refuses_options_it_cannot_run_naming_the_option(argv, problem, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _bench_args(*argv)
+    assert exit_info.value.code == 2
+    assert problem in capsys.readouterr().err

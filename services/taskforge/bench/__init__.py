@@ -30,6 +30,42 @@ __all__ = ["Bench", "Result", "add_commands", "format_table", "percentiles", "ru
 SCENARIOS = ("batch", "single", "trickle")
 
 
+# The api's own limit on POST /v1/jobs/batch.
+MAX_BATCH_SIZE = 1000
+
+
+def _positive(text: str) -> int:
+    """An argparse type: a whole number ≥ 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
+def _batch_size(text: str) -> int:
+    """An argparse type: a batch request's size, within the api's limit."""
+    value = _positive(text)
+    if value > MAX_BATCH_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"{value} is more than the api takes in one request ({MAX_BATCH_SIZE})"
+        )
+    return value
+
+
+def _positive_rate(text: str) -> float:
+    """An argparse type: jobs per second, above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a rate above 0")
+    return value
+
+
 def add_commands(commands: Any) -> None:
     """Register ``taskforge bench`` on the CLI."""
     parser = commands.add_parser(
@@ -43,39 +79,61 @@ def add_commands(commands: Any) -> None:
         "TASKFORGE_*_URL servers).",
     )
     parser.add_argument(
-        "--url", default=os.environ.get("TASKFORGE_API_URL", "http://127.0.0.1:8080")
+        "--url",
+        default=os.environ.get("TASKFORGE_API_URL", "http://127.0.0.1:8080"),
+        help="the api to load, plain http (default TASKFORGE_API_URL or http://127.0.0.1:8080; "
+        "ignored with --embedded)",
     )
     parser.add_argument(
         "--postgres-url",
         default=None,
-        help="where to read the figures (default TASKFORGE_POSTGRES_URL)",
+        help="the api's PostgreSQL, where the figures are read (default TASKFORGE_POSTGRES_URL)",
     )
-    parser.add_argument("--token", default=os.environ.get("TASKFORGE_API_TOKEN"))
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("TASKFORGE_API_TOKEN"),
+        help="bearer token for an api with tokens configured (default TASKFORGE_API_TOKEN)",
+    )
     parser.add_argument(
         "--embedded", action="store_true", help="start the whole system (taskforge dev) for the run"
     )
-    parser.add_argument("--workers", type=int, default=1, help="--embedded worker processes")
-    parser.add_argument("--api", type=int, default=1, help="--embedded api processes")
+    parser.add_argument(
+        "--workers", type=_positive, default=1, help="--embedded: worker processes (1)"
+    )
+    parser.add_argument("--api", type=_positive, default=1, help="--embedded: api processes (1)")
     parser.add_argument(
         "--scenarios", default="batch", help=f"comma-separated of {', '.join(SCENARIOS)}, or all"
     )
-    parser.add_argument("--jobs", "-n", type=int, default=20_000)
     parser.add_argument(
-        "--concurrency", "-c", type=int, default=64, help="requests in flight, single (64)"
+        "--jobs", "-n", type=_positive, default=20_000, help="jobs per batch or single run (20000)"
     )
     parser.add_argument(
-        "--batch-concurrency", type=int, default=4, help="batch requests in flight (4)"
+        "--concurrency", "-c", type=_positive, default=64, help="requests in flight, single (64)"
     )
-    parser.add_argument("--batch-size", type=int, default=500)
-    parser.add_argument("--rate", type=float, default=100.0, help="trickle jobs per second")
-    parser.add_argument("--trickle-jobs", type=int, default=1000)
+    parser.add_argument(
+        "--batch-concurrency", type=_positive, default=4, help="batch requests in flight (4)"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_batch_size,
+        default=500,
+        help=f"jobs per batch request, 1-{MAX_BATCH_SIZE} (500)",
+    )
+    parser.add_argument(
+        "--rate", type=_positive_rate, default=100.0, help="trickle: jobs per second (100)"
+    )
+    parser.add_argument(
+        "--trickle-jobs", type=_positive, default=1000, help="trickle: jobs per run (1000)"
+    )
     parser.add_argument(
         "--full-responses",
         action="store_true",
         help="ask for every submitted job's document back, as a client that reads them "
         "would (by default the submits send `Prefer: return=minimal` and get ids only)",
     )
-    parser.add_argument("--repeat", type=int, default=1, help="runs per scenario (median kept)")
+    parser.add_argument(
+        "--repeat", type=_positive, default=1, help="runs per scenario, the median kept (1)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--json-out", type=Path, help="also write the JSON to this file")
     parser.set_defaults(handler=run)
