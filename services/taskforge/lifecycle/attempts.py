@@ -41,10 +41,10 @@ FROM taskforge_claim($1::uuid[], $2::text[], $3, $4, $5::integer[]) AS c
 # join over every running row made each finish as slow as the fleet), with a plan made once
 # per session. So do the claim, the lease renewal and the dispatch's mark-queued.
 #
-# Only the finishes a worker acts on come back: the dead ones (their dead-letter notices)
-# and the other failures, and the completed ones only when it logs each job ($8). Every row
-# of a drain of no-op jobs came back, eight columns sent by PostgreSQL and decoded by the
-# worker, for a worker at the `warning` log level to drop them all.
+# Only the finishes a worker acts on come back: every one but the completed (a dead job's
+# row fills its dead-letter notice), and the completed ones only when it logs each job ($8).
+# Every row of a drain of no-op jobs came back, eight columns sent by PostgreSQL and decoded
+# by the worker, for a worker at the `warning` log level to drop them all.
 FINISH = """
 SELECT f.id, f.status, f.attempts, f.queue, f.type, f.last_error, f.traceparent, f.tracestate
 FROM taskforge_finish($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[],
