@@ -97,14 +97,13 @@ class Finisher:
         while self.pending:
             batch, self.pending = self.pending, []
             self._recording = len(batch)
+            # Building a log record's fields per job costs as much as a job; the completed
+            # finishes come back from PostgreSQL only for their log lines.
+            logs_each = log.isEnabledFor(logging.INFO)
             try:
                 async with self.pool.acquire() as conn:
-                    # The completed finishes are needed only for their log lines.
                     done = await lifecycle.finish(
-                        conn,
-                        [f.outcome for f in batch],
-                        self.actor,
-                        report_completed=log.isEnabledFor(logging.INFO),
+                        conn, [f.outcome for f in batch], self.actor, report_completed=logs_each
                     )
                 # Ack only after the row is written; an outcome fenced out (the job was
                 # rescued meanwhile) is acked too: that entry is finished either way.
@@ -125,8 +124,8 @@ class Finisher:
             if dead:
                 await self._notify_dead(dead)
             # The span has ended by now: its ids come along so the line joins the trace.
-            if not log.isEnabledFor(logging.INFO):
-                continue  # building a log record's fields per job costs as much as a job
+            if not logs_each:
+                continue
             trace_ids = {f.outcome.job_id: f.extra for f in batch}
             for finished in done:
                 log.info(
