@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from taskforge import __version__
+from taskforge.argtypes import positive_int
 from taskforge.config import ConfigError, Settings, load_settings
 
 DEPLOYABLES = {
@@ -56,9 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
         "PostgreSQL and Redis come from TASKFORGE_POSTGRES_URL/TASKFORGE_REDIS_URL, or embedded "
         "ones keeping their data under --data-dir when those are unset. Ctrl-C stops everything.",
     )
-    dev.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    dev.add_argument("--workers", type=positive_int, default=1, help="worker processes (default 1)")
     dev.add_argument(
-        "--api", type=int, default=1, help="api processes sharing the port (default 1)"
+        "--api", type=positive_int, default=1, help="api processes sharing the port (default 1)"
     )
     dev.add_argument("--data-dir", default=".taskforge", help="embedded data (default .taskforge)")
     dev.add_argument("--no-reaper", action="store_true", help="do not start the reaper")

@@ -94,10 +94,10 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         asyncio.run(migrate_url(postgres_url))
-        apis = max(args.api, 1)
-        plan = [(f"api-{i + 1}" if apis > 1 else "api", "api") for i in range(apis)]
+        # --api and --workers are at least 1 (argtypes.positive_int refuses anything less).
+        plan = [(f"api-{i + 1}" if args.api > 1 else "api", "api") for i in range(args.api)]
         plan.append(("scheduler", "scheduler"))
-        plan += [(f"worker-{i + 1}", "worker") for i in range(max(args.workers, 1))]
+        plan += [(f"worker-{i + 1}", "worker") for i in range(args.workers)]
         if not args.no_reaper:
             plan.append(("reaper", "reaper"))
         ops_ports = {}

@@ -20,6 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from taskforge.argtypes import positive_int
 from taskforge.bench.report import Result, format_table, percentiles
 from taskforge.bench.runner import Bench
 from taskforge.bench.system import EmbeddedSystem, ProcessSampler
@@ -34,20 +35,9 @@ SCENARIOS = ("batch", "single", "trickle")
 MAX_BATCH_SIZE = 1000
 
 
-def _positive(text: str) -> int:
-    """An argparse type: a whole number ≥ 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
-    return value
-
-
 def _batch_size(text: str) -> int:
     """An argparse type: a batch request's size, within the api's limit."""
-    value = _positive(text)
+    value = positive_int(text)
     if value > MAX_BATCH_SIZE:
         raise argparse.ArgumentTypeError(
             f"{value} is more than the api takes in one request ({MAX_BATCH_SIZE})"
@@ -98,20 +88,24 @@ def add_commands(commands: Any) -> None:
         "--embedded", action="store_true", help="start the whole system (taskforge dev) for the run"
     )
     parser.add_argument(
-        "--workers", type=_positive, default=1, help="--embedded: worker processes (1)"
+        "--workers", type=positive_int, default=1, help="--embedded: worker processes (1)"
     )
-    parser.add_argument("--api", type=_positive, default=1, help="--embedded: api processes (1)")
+    parser.add_argument("--api", type=positive_int, default=1, help="--embedded: api processes (1)")
     parser.add_argument(
         "--scenarios", default="batch", help=f"comma-separated of {', '.join(SCENARIOS)}, or all"
     )
     parser.add_argument(
-        "--jobs", "-n", type=_positive, default=20_000, help="jobs per batch or single run (20000)"
+        "--jobs",
+        "-n",
+        type=positive_int,
+        default=20_000,
+        help="jobs per batch or single run (20000)",
     )
     parser.add_argument(
-        "--concurrency", "-c", type=_positive, default=64, help="requests in flight, single (64)"
+        "--concurrency", "-c", type=positive_int, default=64, help="requests in flight, single (64)"
     )
     parser.add_argument(
-        "--batch-concurrency", type=_positive, default=4, help="batch requests in flight (4)"
+        "--batch-concurrency", type=positive_int, default=4, help="batch requests in flight (4)"
     )
     parser.add_argument(
         "--batch-size",
@@ -123,7 +117,7 @@ def add_commands(commands: Any) -> None:
         "--rate", type=_positive_rate, default=100.0, help="trickle: jobs per second (100)"
     )
     parser.add_argument(
-        "--trickle-jobs", type=_positive, default=1000, help="trickle: jobs per run (1000)"
+        "--trickle-jobs", type=positive_int, default=1000, help="trickle: jobs per run (1000)"
     )
     parser.add_argument(
         "--full-responses",
@@ -132,7 +126,7 @@ def add_commands(commands: Any) -> None:
         "would (by default the submits send `Prefer: return=minimal` and get ids only)",
     )
     parser.add_argument(
-        "--repeat", type=_positive, default=1, help="runs per scenario, the median kept (1)"
+        "--repeat", type=positive_int, default=1, help="runs per scenario, the median kept (1)"
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--json-out", type=Path, help="also write the JSON to this file")
