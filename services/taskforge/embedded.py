@@ -63,7 +63,9 @@ def start_postgres(data_dir: Path, database: str = "taskforge") -> tuple[str, An
     admin_url: str = server.get_uri()
 
     async def create() -> None:
-        conn = await asyncpg.connect(admin_url)
+        conn = await asyncpg.connect(
+            admin_url, server_settings={"application_name": "taskforge-embedded"}
+        )
         try:
             exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
             if not exists:

@@ -58,9 +58,6 @@ SELECT_BY_KEY = "SELECT * FROM jobs WHERE idempotency_key = $1"
 
 SELECT_JOB = "SELECT * FROM jobs WHERE id = $1"
 
-# Rows the dispatcher may send now, highest priority first, locked so that another
-# scheduler replica skips them instead of sending them twice.
-
 
 class SubmitResult(NamedTuple):
     """The stored job and whether this call created it."""
