@@ -19,7 +19,7 @@ from pathlib import Path
 
 from taskforge import embedded
 from taskforge.config import Settings
-from taskforge.store import migrate_url
+from taskforge.store import CONNECT_ERRORS, describe_connect_error, migrate_url
 
 STOP_TIMEOUT = 30.0
 
@@ -93,7 +93,15 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        asyncio.run(migrate_url(postgres_url))
+        try:
+            asyncio.run(migrate_url(postgres_url))
+        except CONNECT_ERRORS as exc:
+            print(
+                f"taskforge dev: {describe_connect_error(exc)}. The server, database and user "
+                "come from TASKFORGE_POSTGRES_URL (unset, dev starts an embedded PostgreSQL).",
+                file=sys.stderr,
+            )
+            return 1
         # --api and --workers are at least 1 (argtypes.positive_int refuses anything less).
         plan = [(f"api-{i + 1}" if args.api > 1 else "api", "api") for i in range(args.api)]
         plan.append(("scheduler", "scheduler"))

@@ -8,7 +8,7 @@ import sys
 
 from taskforge.config import Settings
 from taskforge.logs import configure_logging
-from taskforge.store import migrate_url
+from taskforge.store import CONNECT_ERRORS, describe_connect_error, migrate_url
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
@@ -16,9 +16,10 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     configure_logging("migrate", settings.log_level, settings.log_format)
     try:
         applied = asyncio.run(migrate_url(settings.postgres_url))
-    except OSError as exc:
+    except CONNECT_ERRORS as exc:
         print(
-            f"taskforge migrate: cannot reach PostgreSQL ({exc}); check TASKFORGE_POSTGRES_URL",
+            f"taskforge migrate: {describe_connect_error(exc)}. "
+            "The server, database and user come from TASKFORGE_POSTGRES_URL.",
             file=sys.stderr,
         )
         return 1

@@ -21,6 +21,31 @@ MIGRATION_LOCK_ID = 0x7461736B  # "task"
 Pool = asyncpg.Pool
 Connection = asyncpg.Connection
 
+# Why a connection to PostgreSQL could not be made, as opposed to what a statement can fail
+# with once connected: the server is not there or not ready, the database does not exist,
+# the login is refused, the URL is malformed. A command line that meets one of these says so
+# in a sentence (describe_connect_error) instead of a traceback.
+CONNECT_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.InvalidAuthorizationSpecificationError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.ClientConfigurationError,
+)
+
+
+def describe_connect_error(exc: BaseException) -> str:
+    """What went wrong connecting to PostgreSQL, and what to do, for a person to read."""
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        # The server's own message names the database: 'database "x" does not exist'.
+        return f"{exc}: create it (createdb, or CREATE DATABASE) or name another one"
+    if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):
+        return f"PostgreSQL refused the login ({exc}): check the user and password"
+    if isinstance(exc, OSError):
+        return f"cannot reach PostgreSQL ({exc}): check that it runs at that host and port"
+    return f"PostgreSQL: {exc}"
+
 
 class PooledConnection(asyncpg.Connection):  # type: ignore[misc]
     """A pool connection released without asyncpg's reset query.
@@ -156,7 +181,11 @@ async def connect_with_retry(
                 raise
             log.warning(
                 "PostgreSQL not reachable, retrying",
-                extra={"action": "store.connect", "error": str(exc), "retry_in": delay},
+                extra={
+                    "action": "store.connect",
+                    "error": describe_connect_error(exc),
+                    "retry_in": delay,
+                },
             )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)

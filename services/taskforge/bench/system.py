@@ -67,8 +67,10 @@ class EmbeddedSystem:
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"taskforge dev exited; see {self.data_dir / 'dev.log'}")
+            code = self.process.poll()
+            if code is not None:
+                # stop() removes data_dir, so the log's end goes into the message itself.
+                raise RuntimeError(f"taskforge dev exited with {code}:\n{self.log_tail()}")
             # api(s), scheduler, workers and reaper, each on its own ops port from ops_base.
             expected = self.apis + self.workers + 2
             running = [name for name in self.pids() if name != "redis"]
@@ -78,6 +80,14 @@ class EmbeddedSystem:
                 return
             time.sleep(0.2)
         raise RuntimeError(f"the system did not become ready in {timeout:.0f}s")
+
+    def log_tail(self, lines: int = 12) -> str:
+        """The last lines ``taskforge dev`` and its children wrote to stderr."""
+        try:
+            text = (self.data_dir / "dev.log").read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.rstrip().splitlines()[-lines:]) or "(empty log)"
 
     def _ready(self, port: int) -> bool:
         try:
