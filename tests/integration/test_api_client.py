@@ -142,6 +142,11 @@ def test_cli_submits_lists_cancels_and_replays_with_tables(live_url, capsys):
     assert code == 0 and out.splitlines()[1].split()[0] == "default"
     code, out, _ = run_cli(capsys, live_url, "queues", "pause", "mail")
     assert code == 0 and out.strip() == "mail: paused"
+    # The common options may come before the action too (the queues command takes them).
+    code = main(["queues", "--url", live_url, "--token", TOKEN, "resume", "mail"])
+    assert code == 0 and capsys.readouterr().out.strip() == "mail: resumed"
+    code = main(["queues", "--json", "--url", live_url, "--token", TOKEN, "ls"])
+    assert code == 0 and '"name": "mail"' in capsys.readouterr().out
     code, out, _ = run_cli(capsys, live_url, "jobs", "get", job_id, "--json")
     assert code == 0 and '"status": "cancelled"' in out
 

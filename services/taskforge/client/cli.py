@@ -241,10 +241,19 @@ def _handler(action: Action) -> Callable[[Settings, argparse.Namespace], int]:
     return run
 
 
-def _common(parser: argparse.ArgumentParser, action: Action) -> argparse.ArgumentParser:
-    parser.add_argument("--url", help="API base URL (default: TASKFORGE_API_URL)")
-    parser.add_argument("--token", help="API token (default: TASKFORGE_API_TOKEN)")
-    parser.add_argument("--json", action="store_true", help="print the API's JSON")
+def _common(
+    parser: argparse.ArgumentParser, action: Action, nested: bool = False
+) -> argparse.ArgumentParser:
+    """Add --url, --token and --json, and run ``action``.
+
+    ``nested``: the parser is an action under a command that takes them too (``queues
+    --url … pause``); its own options then default to nothing at all, since argparse lets a
+    subparser's defaults overwrite what was given before the action.
+    """
+    unset: dict[str, Any] = {"default": argparse.SUPPRESS} if nested else {}
+    parser.add_argument("--url", help="API base URL (default: TASKFORGE_API_URL)", **unset)
+    parser.add_argument("--token", help="API token (default: TASKFORGE_API_TOKEN)", **unset)
+    parser.add_argument("--json", action="store_true", help="print the API's JSON", **unset)
     parser.set_defaults(handler=_handler(action))
     return parser
 
@@ -298,10 +307,8 @@ def add_commands(commands: Any) -> None:
         commands.add_parser("queues", help="queues and their stats via the API"), queues_ls
     )
     sub = queues.add_subparsers(dest="queues_command", metavar="ACTION")
-    _common(sub.add_parser("ls", help="list queues (the default)"), queues_ls)
-    _common(sub.add_parser("pause", help="stop dispatching a queue"), queues_pause).add_argument(
-        "name"
-    )
-    _common(sub.add_parser("resume", help="dispatch a queue again"), queues_resume).add_argument(
-        "name"
-    )
+    _common(sub.add_parser("ls", help="list queues (the default)"), queues_ls, nested=True)
+    pause = sub.add_parser("pause", help="stop dispatching a queue")
+    _common(pause, queues_pause, nested=True).add_argument("name")
+    resume = sub.add_parser("resume", help="dispatch a queue again")
+    _common(resume, queues_resume, nested=True).add_argument("name")
