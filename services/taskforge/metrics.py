@@ -53,7 +53,8 @@ JOB_ATTEMPTS = Counter("taskforge_job_attempts_total", "Attempts started", ["que
 JOB_SUCCESS = Counter("taskforge_job_success_total", "Attempts that completed", ["queue", "type"])
 JOB_FAILURE = Counter(
     "taskforge_job_failure_total",
-    "Attempts that failed (outcome retrying, dead, cancelled or timeout)",
+    "Attempts that did not complete (outcome retrying, dead or cancelled; a timeout is the "
+    "first or the second)",
     ["queue", "type", "outcome"],
 )
 JOB_RUNTIME = Histogram(

@@ -94,7 +94,7 @@ class Registry:
         """Add every handler of ``other``; a type registered twice is an error."""
         for name, handler in other._handlers.items():
             if name in self._handlers and self._handlers[name] is not handler:
-                raise ValueError(f"job type {name!r} is registered by two registries")
+                raise DuplicateJobType(name)
             self._handlers[name] = handler
 
     def get(self, name: str) -> Handler | None:
@@ -109,6 +109,14 @@ class Registry:
 
 class HandlerImportError(ValueError):
     """TASKFORGE_HANDLERS names something that cannot be imported as a registry."""
+
+
+class DuplicateJobType(ValueError):
+    """Two registries brought together each have a handler for the same job type."""
+
+    def __init__(self, job_type: str) -> None:
+        super().__init__(f"job type {job_type!r} is registered by two registries")
+        self.job_type = job_type
 
 
 def load(paths: Iterable[str]) -> Registry:
@@ -135,5 +143,16 @@ def load(paths: Iterable[str]) -> Registry:
                 f"TASKFORGE_HANDLERS: {path!r} is not a taskforge Registry; name one as "
                 "'module:attribute' (a module alone must define 'registry')"
             )
-        registry.include(found)
+        try:
+            registry.include(found)
+        except DuplicateJobType as exc:
+            where = (
+                f"is built in (the built-in types: {', '.join(builtins.types)})"
+                if exc.job_type in builtins.types
+                else "an earlier entry of TASKFORGE_HANDLERS registers it too"
+            )
+            raise HandlerImportError(
+                f"TASKFORGE_HANDLERS: {path!r} registers job type {exc.job_type!r}, which "
+                f"{where}; a job type has one handler: rename one of them"
+            ) from None
     return registry
