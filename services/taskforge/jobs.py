@@ -193,6 +193,17 @@ class Job(NamedTuple):
         }
 
 
+def has_nul(value: Any) -> bool:
+    """Whether a JSON value holds U+0000 anywhere (keys too): jsonb and text reject it."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(has_nul(item) for item in value)
+    return False
+
+
 def backoff_delay(
     attempt: int, base: float, maximum: float, rng: random.Random | None = None
 ) -> float:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta, timezone
 
+import asyncpg
+import pytest
+
 from taskforge import lifecycle
 from taskforge.jobs import Status
 from taskforge.lifecycle import Outcome
@@ -404,3 +407,35 @@ async def test_a_batch_reports_each_new_job_exactly_as_stored(pool):
     assert [r.job for r in results] == stored
     assert stored[0].traceparent == "00-" + "1" * 32 + "-" + "2" * 16 + "-01"  # batch-wide
     assert stored[5].traceparent.startswith("00-0af7")  # the spec's own wins
+
+
+async def test_outcomes_the_worker_builds_from_hostile_text_are_stored(pool):
+    """An error holding a lone surrogate and a NUL, and the longest retry delay, go through
+    the finish as the worker's outcome rules leave them (each raw one fails the statement)."""
+    from taskforge.worker.outcomes import MAX_RETRY_DELAY, storable
+
+    for _ in range(2):
+        await submit(pool, "ping")
+    async with pool.acquire() as conn, conn.transaction():
+        due = await lifecycle.select_due(conn, 10, [], lifecycle.new_dispatch_lock())
+        await lifecycle.mark_queued(conn, due, [f"{i}-0" for i in range(len(due))])
+    raw = "OSError: caf\udce9\x00.txt"
+    async with pool.acquire() as conn:
+        entries = [(d.id, f"{i}-0") for i, d in enumerate(due)]
+        a, b = await lifecycle.claim(conn, entries, "worker:w", 30)
+        await lifecycle.finish(
+            conn,
+            [
+                Outcome(
+                    a.id, a.attempt, Status.RETRYING, error=storable(raw), delay=MAX_RETRY_DELAY
+                ),
+                Outcome(b.id, b.attempt, Status.DEAD, error=storable(raw)),
+            ],
+            "worker:w",
+        )
+        rows = dict(await conn.fetch("SELECT id, last_error FROM jobs"))
+        assert rows == {a.id: "OSError: caf\\udce9\\x00.txt", b.id: "OSError: caf\\udce9\\x00.txt"}
+        with pytest.raises((asyncpg.PostgresError, UnicodeEncodeError, asyncpg.DataError)):
+            await lifecycle.finish(
+                conn, [Outcome(b.id, b.attempt, Status.DEAD, error="\x00")], "worker:w"
+            )

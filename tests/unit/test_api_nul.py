@@ -6,7 +6,8 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from taskforge.api.validation import has_nul, nul_free
+from taskforge.api.validation import nul_free
+from taskforge.jobs import has_nul
 
 # Strings that often hold U+0000, a backslash, or the text "u0000" after one.
 TEXT = st.text(alphabet=st.sampled_from(["\x00", "\\", "u", "0", "a", "é", "\n"]), max_size=8)

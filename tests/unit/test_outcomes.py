@@ -80,3 +80,57 @@ def test_failed_uses_the_backoff_unless_given_a_delay():
     assert outcomes.failed(job, "x", 1.0, 60.0, delay=3.0).delay == 3.0
     backoff = outcomes.failed(job, "x", 1.0, 60.0).delay
     assert 0 < backoff <= 60.0
+
+
+async def test_an_error_is_stored_whatever_its_text_holds():
+    # An undecodable file name leaves a lone surrogate in the error's text; a NUL can come
+    # from anywhere. PostgreSQL (or asyncpg's encoder) refuses both, and one refused outcome
+    # would fail its whole batch's finish on every try.
+    async def oserror(ctx, payload):
+        raise FileNotFoundError(2, "No such file", "caf\udce9\x00.txt")
+
+    outcome = await _run(oserror, _job())
+    assert outcome.status is Status.RETRYING
+    error = outcome.error or ""
+    error.encode()  # no lone surrogate left
+    assert "\x00" not in error
+    assert "caf\\udce9\\x00.txt" in error
+
+    async def last(ctx, payload):
+        raise Fail("bad \x00 byte")
+
+    assert (await _run(last, _job())).error == "Fail: bad \\x00 byte"
+
+
+async def test_a_result_holding_nul_is_dead_and_a_backslash_text_is_not():
+    async def nul(ctx, payload):
+        return {"text": "a\x00b"}
+
+    outcome = await _run(nul, _job())
+    assert outcome.status is Status.DEAD
+    assert "U+0000" in (outcome.error or "") and outcome.result_json is None
+
+    async def backslash(ctx, payload):
+        return {"text": "\\u0000 is how JSON writes it"}
+
+    outcome = await _run(backslash, _job())
+    assert outcome.status is Status.COMPLETED
+    assert outcome.result_json == '{"text":"\\\\u0000 is how JSON writes it"}'
+
+
+@pytest.mark.parametrize(
+    ("delay", "expected"),
+    [
+        (float("nan"), (0.0, 1.0)),  # no delay at all: the backoff of attempt 1
+        (float("inf"), (outcomes.MAX_RETRY_DELAY, outcomes.MAX_RETRY_DELAY)),
+        (1e300, (outcomes.MAX_RETRY_DELAY, outcomes.MAX_RETRY_DELAY)),
+        (-5.0, (0.0, 0.0)),
+    ],
+)
+async def test_a_retry_delay_is_a_time_postgresql_can_add(delay, expected):
+    async def retry(ctx, payload):
+        raise Retry("later", delay=delay)
+
+    outcome = await _run(retry, _job())
+    assert outcome.status is Status.RETRYING
+    assert expected[0] <= outcome.delay <= expected[1]

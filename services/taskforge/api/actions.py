@@ -20,14 +20,13 @@ from taskforge.api.keys import TRACEPARENT, TRACESTATE
 from taskforge.api.notifier import NOTIFIER
 from taskforge.api.responses import MINIMAL_APPLIED, json_response, prefers_minimal
 from taskforge.api.validation import (
-    has_nul,
     nul_free,
     parse_json,
     request_hash,
     validate_idempotency_key,
     validate_job,
 )
-from taskforge.jobs import Job, Status
+from taskforge.jobs import Job, Status, has_nul
 from taskforge.resources import POOL, REDIS, SETTINGS
 
 log = logging.getLogger("taskforge.api")

@@ -19,9 +19,9 @@ from taskforge.api.listing import job_page
 from taskforge.api.notifier import NOTIFIER
 from taskforge.api.params import job_filter
 from taskforge.api.responses import json_response
-from taskforge.api.validation import JOB_TYPE, has_nul, parse_json
+from taskforge.api.validation import JOB_TYPE, parse_json
 from taskforge.config import QUEUE_NAME
-from taskforge.jobs import Status
+from taskforge.jobs import Status, has_nul
 from taskforge.resources import POOL
 
 routes = web.RouteTableDef()

@@ -14,6 +14,7 @@ import orjson
 
 from taskforge.api.errors import ApiError
 from taskforge.config import QUEUE_NAME, Settings
+from taskforge.jobs import has_nul
 
 JOB_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
 FIELDS = {
@@ -44,17 +45,6 @@ def _is_number(value: Any) -> bool:
 def request_hash(body: Any) -> str:
     """Fingerprint of a request body, independent of key order and whitespace."""
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
-
-
-def has_nul(value: Any) -> bool:
-    """Whether a JSON value holds U+0000 anywhere (keys too): jsonb and text reject it."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(has_nul(k) or has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(has_nul(item) for item in value)
-    return False
 
 
 def parse_json(raw: bytes) -> Any:

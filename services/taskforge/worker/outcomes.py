@@ -3,16 +3,22 @@
 The rules: ``Retry`` retries after its own delay, ``Fail`` is dead at once, any other error
 retries with exponential backoff, and every failure of the last attempt is dead; a result must
 be JSON. A timeout is a failure like any other (the worker's sweep stops the handler).
+
+Whatever an outcome carries must be storable: PostgreSQL's text and jsonb refuse U+0000,
+asyncpg cannot encode a lone surrogate (an undecodable file name leaves one in an OSError's
+text), and a retry's delay must be a time PostgreSQL can add. One outcome it refused would
+fail the finish of its whole batch on every try, and no outcome after it would be recorded.
 """
 
 from __future__ import annotations
 
+import math
 import traceback
 
 import orjson
 
 from taskforge import spans
-from taskforge.jobs import Status, backoff_delay
+from taskforge.jobs import Status, backoff_delay, has_nul
 from taskforge.lifecycle import ClaimedJob, Outcome
 from taskforge.worker.registry import Fail, Handler, JobContext, Retry
 
@@ -22,9 +28,24 @@ NO_HANDLER = (
 )
 
 
+# The longest a Retry may wait: as far ahead as a job may be submitted to run (a year).
+MAX_RETRY_DELAY = 366 * 86400.0
+
+
+def storable(text: str) -> str:
+    """``text`` as PostgreSQL can store it: NUL and lone surrogates written as escapes."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode()
+    return text
+
+
 def dead(job: ClaimedJob, error: str) -> Outcome:
     """The attempt ends the job: no retry."""
-    return Outcome(job.id, job.attempt, Status.DEAD, error=error)
+    return Outcome(job.id, job.attempt, Status.DEAD, error=storable(error))
 
 
 def failed(
@@ -37,9 +58,10 @@ def failed(
     """Retry after ``delay`` (default: the backoff for this attempt), or dead on the last one."""
     if job.attempt >= job.max_attempts:
         return dead(job, f"{error} (attempt {job.attempt} of {job.max_attempts})")
-    if delay is None:
+    if delay is None or math.isnan(delay):
         delay = backoff_delay(job.attempt, backoff_base, backoff_max)
-    return Outcome(job.id, job.attempt, Status.RETRYING, error=error, delay=delay)
+    delay = min(max(delay, 0.0), MAX_RETRY_DELAY)
+    return Outcome(job.id, job.attempt, Status.RETRYING, error=storable(error), delay=delay)
 
 
 async def call(
@@ -61,4 +83,12 @@ async def call(
         encoded = orjson.dumps(result).decode()
     except TypeError as exc:
         return dead(job, f"handler returned a result that is not JSON: {exc}")
+    # orjson writes U+0000 as the escape \u0000; only then is the result searched for one
+    # (the escape may also be a string's own backslash followed by "u0000").
+    if "\\u0000" in encoded and has_nul(result):
+        return dead(
+            job,
+            "handler returned a result holding U+0000 (NUL), which PostgreSQL cannot store; "
+            "leave it out or encode it (base64, or an escape of your own)",
+        )
     return Outcome(job.id, job.attempt, Status.COMPLETED, result_json=encoded)
