@@ -70,3 +70,32 @@ def test_the_worker_command_refuses_a_duplicate_type_without_a_traceback(monkeyp
     code = worker_main.run(Settings(handlers=("tf_test_ping",)), None)  # type: ignore[arg-type]
     assert code == 2
     assert "taskforge worker: TASKFORGE_HANDLERS: 'tf_test_ping'" in capsys.readouterr().err
+
+
+async def test_an_async_handler_behind_a_plain_decorator_is_awaited():
+    import functools
+
+    from taskforge.worker.registry import Handler
+
+    def plain(func):
+        @functools.wraps(func)
+        def wrapper(ctx, payload):  # not async: returns the coroutine func makes
+            return func(ctx, payload)
+
+        return wrapper
+
+    @plain
+    async def handler(ctx, payload):
+        return {"doubled": payload["n"] * 2}
+
+    class Callable:
+        async def __call__(self, ctx, payload):
+            return "called"
+
+    registry = Registry()
+    registry.job("wrapped")(handler)
+    registry.job("object")(Callable())
+    wrapped, obj = registry.get("wrapped"), registry.get("object")
+    assert isinstance(wrapped, Handler) and isinstance(obj, Handler)
+    assert await wrapped(None, {"n": 21}) == {"doubled": 42}  # type: ignore[arg-type]
+    assert await obj(None, {}) == "called"  # type: ignore[arg-type]

@@ -66,7 +66,12 @@ class Handler:
     async def __call__(self, ctx: JobContext, payload: dict[str, Json]) -> Json:
         if self.is_async:
             return await self.func(ctx, payload)
-        return await asyncio.to_thread(self.func, ctx, payload)
+        result = await asyncio.to_thread(self.func, ctx, payload)
+        if inspect.isawaitable(result):
+            # An async handler that does not look like one (behind a plain decorator, or an
+            # object whose __call__ is async): the thread only made its coroutine; run it here.
+            return await result
+        return result
 
 
 class Registry:
