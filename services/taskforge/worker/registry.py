@@ -113,7 +113,8 @@ class Registry:
 
 
 class HandlerImportError(ValueError):
-    """TASKFORGE_HANDLERS names something that cannot be imported as a registry."""
+    """TASKFORGE_HANDLERS cannot be loaded: an entry is not an importable registry, or it
+    registers a job type that is built in or that an earlier entry registers."""
 
 
 class DuplicateJobType(ValueError):
