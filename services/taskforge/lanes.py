@@ -13,6 +13,9 @@ A lane takes its address, credentials and database from the redis-py client it b
 (:class:`LaneClient`), so both always talk to the same Redis. Failures surface as
 redis-py's exceptions (``ConnectionError``, ``ResponseError``, ``NoScriptError``), which the
 deployables already retry; a lane whose connection broke connects again on its next command.
+A reply that does not come within :data:`REPLY_TIMEOUT_SECONDS` (beyond a command's own
+BLOCK) drops the connection with a ``ConnectionError``: a Redis that stopped answering, or a
+network that drops packets, must not hold a worker's acks or reads forever.
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ from redis.exceptions import (
 )
 
 Command = Sequence[str | bytes | int | float]
+
+# Far above any reply of the job path (a batch's XADD script or XACK takes milliseconds),
+# far below TCP's own give-up (minutes).
+REPLY_TIMEOUT_SECONDS = 10.0
 
 
 def reply_error(reply: hiredis.ReplyError) -> RedisError:
@@ -78,6 +85,14 @@ class _Replies(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(f"connection to Redis at {self.where} lost: {exc or 'closed by the server'}")
+
+    def abandon(self, message: str) -> RedisConnectionError:
+        """Give up on this connection (a reply is overdue): fail every waiter, close it."""
+        self._fail(message)
+        if self.transport is not None:
+            self.transport.abort()
+        assert self.lost is not None
+        return self.lost
 
     def _fail(self, message: str) -> None:
         if self.lost is None:
@@ -121,11 +136,14 @@ class Lane:
         self._replies: _Replies | None = None
         self._connecting = asyncio.Lock()
 
-    async def execute(self, *command: str | bytes | int | float) -> Any:
-        """One command's reply; an error reply raises (see :func:`reply_error`)."""
+    async def execute(self, *command: str | bytes | int | float, blocks_for: float = 0.0) -> Any:
+        """One command's reply; an error reply raises (see :func:`reply_error`).
+
+        ``blocks_for`` is how long the command may block in Redis by its own arguments
+        (XREADGROUP's BLOCK): the reply is awaited that much longer.
+        """
         replies = await self._connected()
-        (waiter,) = replies.send([command])
-        reply = await waiter
+        (reply,) = await self._replies_of(replies, [command], blocks_for)
         if isinstance(reply, hiredis.ReplyError):
             raise reply_error(reply)
         return reply
@@ -136,8 +154,27 @@ class Lane:
         if not commands:
             return []
         replies = await self._connected()
-        results = [await waiter for waiter in replies.send(commands)]
+        results = await self._replies_of(replies, commands, 0.0)
         return [reply_error(r) if isinstance(r, hiredis.ReplyError) else r for r in results]
+
+    @staticmethod
+    async def _replies_of(
+        replies: _Replies, commands: Sequence[Command], blocks_for: float
+    ) -> list[Any]:
+        waiters = replies.send(commands)
+        limit = REPLY_TIMEOUT_SECONDS + blocks_for
+        try:
+            async with asyncio.timeout(limit):
+                return [await waiter for waiter in waiters]
+        except TimeoutError:
+            lost = replies.abandon(
+                f"no reply from Redis at {replies.where} within {limit:g}s; connection "
+                "dropped (the next command connects again)"
+            )
+            for waiter in waiters:  # failed with it; nobody awaits them now
+                if waiter.done() and not waiter.cancelled():
+                    waiter.exception()
+            raise lost from None
 
     async def aclose(self) -> None:
         """Close the connection (a later command opens a new one)."""
@@ -199,7 +236,8 @@ class Lane:
         if address.db:
             commands.append(("SELECT", address.db))
         commands.append(("CLIENT", "SETNAME", self.name))
-        for command, reply in zip(commands, [await w for w in replies.send(commands)], strict=True):
+        answers = await self._replies_of(replies, commands, 0.0)
+        for command, reply in zip(commands, answers, strict=True):
             if isinstance(reply, hiredis.ReplyError):
                 if command[0] == "AUTH":
                     raise AuthenticationError(f"Redis at {replies.where} refused AUTH: {reply}")

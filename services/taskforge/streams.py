@@ -256,7 +256,7 @@ async def read(
     keys = [stream_key(q) for q in queues]
     reply: Any = await client.lane("read").execute(
         "XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count, "BLOCK", block_ms,
-        "STREAMS", *keys, *[">"] * len(keys),
+        "STREAMS", *keys, *[">"] * len(keys), blocks_for=block_ms / 1000,
     )  # fmt: skip
     found: list[tuple[str, str, bytes | None]] = []
     for key, entries in reply or []:

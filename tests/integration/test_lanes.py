@@ -31,7 +31,7 @@ from redis.exceptions import (
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from taskforge import streams
+from taskforge import lanes, streams
 from taskforge.embedded import free_port
 from taskforge.lanes import LaneClient, reply_error
 from tests.integration.helpers import terminated_at_exit
@@ -115,6 +115,48 @@ async def test_an_unreachable_redis_is_a_connection_error() -> None:
             await streams.read(client, ["lanes"], "c1", 1, block_ms=10)
     finally:
         await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def _silent_server(answer_handshake: bool) -> AsyncIterator[str]:
+    """A TCP server that reads commands and never replies (a hung Redis, a network that drops
+    packets); with ``answer_handshake``, it answers the lane's first three commands."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        parser = hiredis.Reader()
+        answered = 0
+        while data := await reader.read(65536):
+            parser.feed(data)
+            while parser.gets() is not False:
+                if answer_handshake and answered < 2:  # SELECT and CLIENT SETNAME
+                    writer.write(b"+OK\r\n")
+                    answered += 1
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"redis://127.0.0.1:{port}/1"
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("answer_handshake", [True, False], ids=["commands", "handshake"])
+async def test_a_redis_that_stops_answering_is_a_connection_error(
+    monkeypatch: pytest.MonkeyPatch, answer_handshake: bool
+) -> None:
+    monkeypatch.setattr(lanes, "REPLY_TIMEOUT_SECONDS", 0.3)
+    async with _silent_server(answer_handshake) as url:
+        client = streams.connect(url, socket_connect_timeout=1)
+        try:
+            with pytest.raises(RedisConnectionError, match=r"no reply from Redis .* within 0\.3s"):
+                await asyncio.wait_for(streams.ack(client, [("lanes", "1-0")]), 5)
+            # A blocking read is given its BLOCK on top of the reply timeout, then fails too
+            # (its own lane's handshake, when that is what goes unanswered).
+            limit = r"0\.5" if answer_handshake else r"0\.3"
+            with pytest.raises(RedisConnectionError, match=rf"within {limit}s"):
+                await asyncio.wait_for(streams.read(client, ["lanes"], "c1", 1, block_ms=200), 5)
+        finally:
+            await client.aclose()
 
 
 @pytest.fixture

@@ -6,7 +6,9 @@ and a flushed Redis does not disturb jobs already running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 from taskforge import store, streams
 from taskforge.embedded import free_port
@@ -96,6 +98,41 @@ async def test_worker_fences_before_its_lease_lapses_when_postgres_is_gone(
             await worker.heartbeat_once()
             await asyncio.wait_for(cancelled.wait(), 10)
         finally:
+            worker.pool = healthy
+
+
+class _HungPool:
+    """A pool whose every acquire waits forever: PostgreSQL hanging, not refusing."""
+
+    def acquire(self) -> contextlib.AbstractAsyncContextManager[None]:
+        @contextlib.asynccontextmanager
+        async def forever() -> AsyncIterator[None]:
+            await asyncio.Event().wait()
+            yield
+
+        return forever()
+
+
+async def test_a_hung_postgresql_cannot_keep_a_handler_past_its_lease(pool, redis_client, stores):
+    settings = make_settings(stores, visibility_timeout=30.0, shutdown_grace=0.1)
+    started, cancelled = asyncio.Event(), asyncio.Event()
+    await submit(pool, "block")
+    async with running_pipeline(
+        pool, redis_client, settings, _blocking_registry(started, cancelled)
+    ) as [worker]:
+        await asyncio.wait_for(started.wait(), 20)
+        [running] = worker.running.values()
+        healthy, worker.pool = worker.pool, _HungPool()
+        heartbeat = asyncio.create_task(worker.heartbeat_once())
+        try:
+            running.lease_deadline = time.monotonic() + 0.5
+            # The heartbeat waits up to its interval (10 s) on the hung pool; the handler is
+            # stopped before its lease lapses all the same.
+            await asyncio.wait_for(cancelled.wait(), 5)
+            assert not heartbeat.done()
+            assert running.cancel_reason == "lease"
+        finally:
+            heartbeat.cancel()
             worker.pool = healthy
 
 

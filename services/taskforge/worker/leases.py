@@ -24,9 +24,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("taskforge.worker")
 
-# Handler timeouts are enforced by one sweep this often, not a timer per job: a timer armed
-# and cancelled for every job was a tenth of a worker's CPU per no-op job. A handler is
-# stopped at most this much after its timeout.
+# Handler timeouts and leases are enforced by one sweep this often, not a timer per job: a
+# timer armed and cancelled for every job was a tenth of a worker's CPU per no-op job. A
+# handler is stopped at most this much after its timeout, and this much before its lease
+# lapses.
 TIMEOUT_SWEEP_SECONDS = 0.05
 
 
@@ -73,20 +74,37 @@ class LeaseKeeper:
             log.info("cancelling job", extra={"action": "job.cancel", "job_id": str(job_id)})
 
     async def enforce_timeouts(self) -> None:
-        """Cancel every handler that has run past its timeout (reason ``timeout``)."""
+        """Cancel every handler that has run past its timeout (reason ``timeout``), and every
+        one whose lease is about to lapse unrenewed (reason ``lease``).
+
+        The lease is fenced here, not only by the heartbeat: a heartbeat waiting on a
+        PostgreSQL that hangs (rather than refuses) makes no progress, and a handler must not
+        run on past its lease while the reaper hands the job to another worker.
+        """
         while True:
             await asyncio.sleep(TIMEOUT_SWEEP_SECONDS)
             now = time.monotonic()
+            fence = now + 2 * TIMEOUT_SWEEP_SECONDS
             for running in list(self.worker.running.values()):
-                if running.timeout_at <= now and running.cancel_reason is None:
+                if running.cancel_reason is not None:
+                    continue
+                if running.lease_deadline <= fence:
+                    if self.worker.cancel(running.job.id, "lease"):
+                        log.warning(
+                            "lease about to lapse unrenewed; handler stopped",
+                            extra={"action": "job.fenced", "job_id": str(running.job.id)},
+                        )
+                elif running.timeout_at <= now:
                     self.worker.cancel(running.job.id, "timeout")
 
     async def run(self) -> None:
-        """Renew leases and reset stream idle time of everything running, in one round each."""
+        """Renew leases and reset stream idle time of everything running, in one round each,
+        every ``heartbeat_interval`` from the last one's start (a slow one is not added on)."""
         interval = self.worker.settings.heartbeat_interval
         while True:
-            await asyncio.sleep(interval)
+            started = time.monotonic()
             await self.heartbeat_once()
+            await asyncio.sleep(max(0.0, started + interval - time.monotonic()))
 
     async def heartbeat_once(self) -> None:
         """One heartbeat: renew leases, touch entries, cancel what we no longer own."""
@@ -108,13 +126,17 @@ class LeaseKeeper:
             return
         try:
             # The lease in PostgreSQL is what fences; the stream's idle time only keeps the
-            # reaper from claiming the entry, so a Redis failure here fences nothing.
-            await streams.touch(
-                self.worker.redis,
-                self.worker.name,
-                [(r.job.queue, r.job.stream_id) for r in snapshot],
+            # reaper from claiming the entry, so a Redis failure here fences nothing. Bounded
+            # like the renewal: a Redis that stopped answering must not stop the heartbeat.
+            await asyncio.wait_for(
+                streams.touch(
+                    self.worker.redis,
+                    self.worker.name,
+                    [(r.job.queue, r.job.stream_id) for r in snapshot],
+                ),
+                timeout=interval,
             )
-        except STORE_ERRORS as exc:
+        except (*STORE_ERRORS, TimeoutError) as exc:
             self.worker._store_error("heartbeat", exc, 0)
         for running in snapshot:
             if running.job.id not in owned:
