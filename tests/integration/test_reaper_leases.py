@@ -145,7 +145,9 @@ async def test_redis_failure_in_a_heartbeat_fences_nothing(pool, redis_client, s
     ) as [worker]:
         await asyncio.wait_for(started.wait(), 20)
         [running] = worker.running.values()
-        running.lease_deadline = time.monotonic() + 0.1  # about to lapse unless renewed
+        # It would lapse before the next heartbeat unless renewed (not so soon that the
+        # timeout sweep fences it first).
+        running.lease_deadline = time.monotonic() + 2.0
         dead_redis = streams.connect(f"redis://127.0.0.1:{free_port()}", socket_connect_timeout=0.5)
         healthy, worker.redis = worker.redis, dead_redis
         try:

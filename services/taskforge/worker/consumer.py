@@ -122,15 +122,25 @@ class Worker:
                 except ResponseError as exc:
                     # NOGROUP: Redis restarted empty or was flushed. UNBLOCKED: Redis 7 ends
                     # a blocked XREADGROUP whose stream was deleted (FLUSHDB) with this error.
-                    if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
-                        raise
-                    await self._ensure_groups()
+                    if "NOGROUP" in str(exc) or "UNBLOCKED" in str(exc):
+                        await self._ensure_groups()
+                        continue
+                    # READONLY (a failover made this Redis a replica), MISCONF (its disk is
+                    # full), BUSY (a script runs long), OOM: Redis's to mend, ours to wait
+                    # out like an unreachable Redis, with the running jobs still running.
+                    self._store_error("intake", exc, backoff)
+                    await wait_first(stop.wait(), timeout=backoff)
+                    backoff = min(backoff * 2, 5.0)
                 except STORE_ERRORS as exc:
                     self._store_error("intake", exc, backoff)
                     await wait_first(stop.wait(), timeout=backoff)
                     backoff = min(backoff * 2, 5.0)
             await self._drain()
         finally:
+            # Left by an error too (a side task died): stop what still runs and hand it back
+            # now, rather than leave it for the reaper a lease later.
+            await self._drain(grace=0.0)
+            self.runner.close()
             # The finisher may be mid-flush: let it finish what it holds, never cancel it
             # with an outcome in hand (the job would stay running until the reaper came).
             self.closing = True
@@ -199,6 +209,10 @@ class Worker:
         # Metrics per batch and job type, not per job (see metrics.observe_many).
         waited: dict[tuple[str, str], list[float]] = {}
         for job in claimed:
+            if job.id in self.running:
+                # A claim sent again returns what the first one claimed (its reply was lost
+                # after the commit); a job this worker already runs is not started twice.
+                continue
             waited.setdefault((job.queue, job.type), []).append(
                 max(now - job.run_at.timestamp(), 0.0)
             )
@@ -232,19 +246,17 @@ class Worker:
         running.task.cancel()
         return True
 
-    async def _drain(self) -> None:
-        """Let running jobs finish within the grace period, then cancel and hand back."""
-        if self.running:
+    async def _drain(self, grace: float | None = None) -> None:
+        """Let running jobs finish within ``grace`` (default: the shutdown grace period),
+        then cancel and hand back the rest."""
+        grace = self.settings.shutdown_grace if grace is None else grace
+        if self.running and grace > 0:
             log.info(
                 "draining running jobs",
-                extra={
-                    "action": "worker.drain",
-                    "running": len(self.running),
-                    "grace": self.settings.shutdown_grace,
-                },
+                extra={"action": "worker.drain", "running": len(self.running), "grace": grace},
             )
             tasks = [r.task for r in self.running.values() if r.task is not None]
-            await asyncio.wait(tasks, timeout=self.settings.shutdown_grace)
+            await asyncio.wait(tasks, timeout=grace)
         for job_id in list(self.running):
             self.cancel(job_id, "shutdown")
         tasks = [r.task for r in self.running.values() if r.task is not None]

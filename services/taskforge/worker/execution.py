@@ -23,8 +23,15 @@ from taskforge.lifecycle import ClaimedJob, Outcome
 from taskforge.worker import outcomes
 from taskforge.worker.finishing import Finisher, FinishItem
 from taskforge.worker.registry import JobContext, JobLogger, Registry
+from taskforge.worker.threads import HandlerThreads
 
 log = logging.getLogger("taskforge.worker")
+
+HANDLER_CANCELLED = (
+    "CancelledError: the handler raised CancelledError without the worker cancelling it "
+    "(it awaited a task or future that something else cancelled); catch it in the handler "
+    "or raise an exception that says what went wrong"
+)
 
 
 @dataclass
@@ -56,6 +63,8 @@ class JobRunner:
         self.finisher = finisher
         self.worker_name = worker_name
         self.on_done = on_done
+        # A thread for every job that can run at once: sync jobs never queue for one.
+        self.threads = HandlerThreads(settings.worker_concurrency)
 
     async def run(self, running: Running) -> None:
         """Run the job's handler and hand its outcome to the finisher (the task's body)."""
@@ -91,10 +100,30 @@ class JobRunner:
                     # No timer per job: LeaseKeeper.enforce_timeouts cancels the task.
                     running.timeout_at = started + running.timeout
                     outcome = await outcomes.call(
-                        handler, ctx, job, self.settings.backoff_base, self.settings.backoff_max
+                        handler,
+                        ctx,
+                        job,
+                        self.settings.backoff_base,
+                        self.settings.backoff_max,
+                        self.threads,
+                        lambda: self._thread_started(running),
                     )
             except asyncio.CancelledError:
-                outcome = self._on_cancel(running)
+                task = asyncio.current_task()
+                if running.cancel_reason is None and task is not None and not task.cancelling():
+                    # Nobody cancelled this job: the handler let out a CancelledError of its
+                    # own (it awaited a future or task something else cancelled). That is a
+                    # failure like any other; recorded as nothing, the job would wait out its
+                    # lease and run again without a word why.
+                    spans.record_error(RuntimeError(HANDLER_CANCELLED))
+                    outcome = outcomes.failed(
+                        job,
+                        HANDLER_CANCELLED,
+                        self.settings.backoff_base,
+                        self.settings.backoff_max,
+                    )
+                else:
+                    outcome = self._on_cancel(running)
             spans.processed(span, outcome, running.cancel_reason)
         runtime = time.monotonic() - started
         if outcome is None:
@@ -107,6 +136,15 @@ class JobRunner:
                 )
             )
         self.on_done(job.id)
+
+    def _thread_started(self, running: Running) -> None:
+        """A sync handler's thread took it: its timeout counts from now."""
+        if running.cancel_reason is None:
+            running.timeout_at = time.monotonic() + running.timeout
+
+    def close(self) -> None:
+        """Start no more handler threads (at the worker's exit)."""
+        self.threads.close()
 
     def _on_cancel(self, running: Running) -> Outcome | None:
         """The outcome of a handler cancelled for ``running.cancel_reason``, if any."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import traceback
+from collections.abc import Callable
 
 import orjson
 
@@ -21,6 +22,7 @@ from taskforge import spans
 from taskforge.jobs import Status, backoff_delay, has_nul
 from taskforge.lifecycle import ClaimedJob, Outcome
 from taskforge.worker.registry import Fail, Handler, JobContext, Retry
+from taskforge.worker.threads import HandlerThreads
 
 NO_HANDLER = (
     "no handler registered for job type {type!r} on queue {queue!r}; "
@@ -65,11 +67,18 @@ def failed(
 
 
 async def call(
-    handler: Handler, ctx: JobContext, job: ClaimedJob, backoff_base: float, backoff_max: float
+    handler: Handler,
+    ctx: JobContext,
+    job: ClaimedJob,
+    backoff_base: float,
+    backoff_max: float,
+    threads: HandlerThreads | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> Outcome:
-    """Run the handler and turn what it returned or raised into an outcome."""
+    """Run the handler and turn what it returned or raised into an outcome (``threads`` and
+    ``on_start`` as :meth:`Handler.__call__` takes them)."""
     try:
-        result = await handler(ctx, job.payload)
+        result = await handler(ctx, job.payload, threads, on_start)
     except Retry as exc:
         return failed(job, f"Retry: {exc}", backoff_base, backoff_max, exc.delay)
     except Fail as exc:

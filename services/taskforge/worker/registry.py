@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskforge.jobs import Json
+from taskforge.worker.threads import HandlerThreads
 
 HandlerFunc = Callable[["JobContext", dict[str, Json]], Awaitable[Json] | Json]
 
@@ -63,10 +64,21 @@ class Handler:
     is_async: bool
     timeout: float | None = None
 
-    async def __call__(self, ctx: JobContext, payload: dict[str, Json]) -> Json:
+    async def __call__(
+        self,
+        ctx: JobContext,
+        payload: dict[str, Json],
+        threads: HandlerThreads | None = None,
+        on_start: Callable[[], None] | None = None,
+    ) -> Json:
+        """Run the handler. A sync one runs in one of ``threads`` (asyncio's default executor
+        without them), and ``on_start`` is called when its thread takes it."""
         if self.is_async:
             return await self.func(ctx, payload)
-        result = await asyncio.to_thread(self.func, ctx, payload)
+        if threads is None:
+            result = await asyncio.to_thread(self.func, ctx, payload)
+        else:
+            result = await threads.run(self.func, ctx, payload, on_start=on_start)
         if inspect.isawaitable(result):
             # An async handler that does not look like one (behind a plain decorator, or an
             # object whose __call__ is async): the thread only made its coroutine; run it here.
