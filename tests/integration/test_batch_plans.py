@@ -76,10 +76,33 @@ async def test_claim_finds_its_rows_by_id_not_by_scanning_the_backlog(conn):
     assert_lookups_by_id(await _plans_of_updates(conn, claim))
 
 
+async def test_a_claim_made_again_finds_its_running_rows_by_id(conn):
+    """A worker claiming again the entries of a claim whose reply it lost: the step that
+    returns rows already running for it (migration 0017) finds them by id too."""
+    await stale_statistics(conn)
+    running = await insert_rows(conn, 3000, "running")
+    await conn.execute(
+        "UPDATE jobs SET worker = 'worker:w', started_at = now() - interval '1 second'"
+        " WHERE id = ANY($1::uuid[])",
+        [row["id"] for row in running[:64]],
+    )
+    entries = [(row["id"], row["stream_id"]) for row in running[:64]]
+
+    async def claim(c: asyncpg.Connection) -> None:
+        assert len(await lifecycle.claim(c, entries, "worker:w", 30)) == 64
+
+    plans = await _plans_of_updates(conn, claim)
+    assert any("AND j.worker = p_worker" in plan for plan in plans), plans  # the step ran
+    assert_lookups_by_id(plans)
+
+
 async def test_finish_finds_its_rows_by_id_not_by_scanning_every_running_job(conn):
     await stale_statistics(conn)
     running = await insert_rows(conn, 3000, "running")
-    outcomes = [Outcome(row["id"], 1, Status.COMPLETED, result_json="1") for row in running[:64]]
+    outcomes = [
+        (Outcome(row["id"], 1, Status.COMPLETED, result_json="1"), row["stream_id"])
+        for row in running[:64]
+    ]
 
     async def finish(c: asyncpg.Connection) -> None:
         assert len(await lifecycle.finish(c, outcomes, "worker:w")) == 64
@@ -93,12 +116,16 @@ async def _claim(c: asyncpg.Connection, rows: list[Any]) -> None:
 
 
 async def _finish(c: asyncpg.Connection, rows: list[Any]) -> None:
-    outcomes = [Outcome(row["id"], 1, Status.COMPLETED, result_json="1") for row in rows]
+    outcomes = [
+        (Outcome(row["id"], 1, Status.COMPLETED, result_json="1"), row["stream_id"]) for row in rows
+    ]
     assert len(await lifecycle.finish(c, outcomes, "worker:w")) == len(rows)
 
 
 async def _renew(c: asyncpg.Connection, rows: list[Any]) -> None:
-    renewed = await lifecycle.renew_leases(c, [(row["id"], 1) for row in rows], 30)
+    renewed = await lifecycle.renew_leases(
+        c, [(row["id"], 1, row["stream_id"]) for row in rows], 30
+    )
     assert len(renewed) == len(rows)
 
 
@@ -136,11 +163,11 @@ async def test_a_plan_made_on_a_one_row_table_is_kept_and_still_finds_rows_by_id
 async def test_lease_renewal_finds_its_rows_by_id_not_by_scanning_every_running_job(conn):
     await stale_statistics(conn)
     running = await insert_rows(conn, 3000, "running")
-    attempts = [(row["id"], 1) for row in running[:64]]
+    attempts = [(row["id"], 1, row["stream_id"]) for row in running[:64]]
 
     async def renew(c: asyncpg.Connection) -> None:
         renewed = await lifecycle.renew_leases(c, attempts, 30)
-        assert renewed == {job_id: False for job_id, _ in attempts}
+        assert renewed == {job_id: False for job_id, _, _ in attempts}
 
     assert_lookups_by_id(await _plans_of_updates(conn, renew))
 

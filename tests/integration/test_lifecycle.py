@@ -170,11 +170,15 @@ async def test_late_finish_cannot_overwrite_a_newer_attempt(pool):
         second = (await lifecycle.claim(conn, [(job.id, "2-0")], "worker:b", 30))[0]
         assert (first.attempt, second.attempt) == (1, 2)
         late = await lifecycle.finish(
-            conn, [Outcome(job.id, first.attempt, Status.COMPLETED, result_json='"late"')], "w:a"
+            conn,
+            [(Outcome(job.id, first.attempt, Status.COMPLETED, result_json='"late"'), "1-0")],
+            "w:a",
         )
         assert late == []
         done = await lifecycle.finish(
-            conn, [Outcome(job.id, second.attempt, Status.COMPLETED, result_json='"b"')], "w:b"
+            conn,
+            [(Outcome(job.id, second.attempt, Status.COMPLETED, result_json='"b"'), "2-0")],
+            "w:b",
         )
         assert [d.status for d in done] == [Status.COMPLETED]
         final = await lifecycle.get_job(conn, job.id)
@@ -232,7 +236,9 @@ async def test_a_finish_reports_completed_jobs_only_when_asked(pool):
             Outcome(c.id, c.attempt, Status.RETRYING, error="boom", delay=60),
             Outcome(d.id, d.attempt + 1, Status.COMPLETED, result_json="2"),  # lost the job
         ]
-        done = await lifecycle.finish(conn, outcomes, "worker:w", report_completed=False)
+        done = await lifecycle.finish(
+            conn, [(o, by_id[o.job_id]) for o in outcomes], "worker:w", report_completed=False
+        )
         assert {(f.id, f.status) for f in done} == {
             (b.id, Status.DEAD),
             (c.id, Status.RETRYING),
@@ -255,7 +261,7 @@ async def test_retrying_finish_sets_backoff_and_returns_to_dispatch(pool):
         claimed = (await lifecycle.claim(conn, [(job.id, "1-0")], "worker:a", 30))[0]
         await lifecycle.finish(
             conn,
-            [Outcome(job.id, claimed.attempt, Status.RETRYING, error="boom", delay=30)],
+            [(Outcome(job.id, claimed.attempt, Status.RETRYING, error="boom", delay=30), "1-0")],
             "worker:a",
         )
         row = await lifecycle.get_job(conn, job.id)
@@ -272,8 +278,10 @@ async def test_hand_back_returns_running_job_to_pending_at_once(pool):
     await _queue(pool, job.id)
     async with pool.acquire() as conn:
         claimed = (await lifecycle.claim(conn, [(job.id, "1-0")], "worker:a", 30))[0]
-        back = await lifecycle.hand_back(conn, [(job.id, claimed.attempt)], "worker:a", "shutdown")
-        assert back == [job.id]
+        back = await lifecycle.hand_back(
+            conn, [(job.id, claimed.attempt, "1-0")], "worker:a", "shutdown"
+        )
+        assert back == {job.id: Status.PENDING}
         row = await lifecycle.get_job(conn, job.id)
         assert row is not None and row.status is Status.PENDING
         assert [
@@ -286,9 +294,10 @@ async def test_renew_leases_reports_only_owned_attempts(pool):
     await _queue(pool, job.id)
     async with pool.acquire() as conn:
         claimed = (await lifecycle.claim(conn, [(job.id, "1-0")], "worker:a", 1))[0]
-        owned = await lifecycle.renew_leases(conn, [(job.id, claimed.attempt)], 60)
+        owned = await lifecycle.renew_leases(conn, [(job.id, claimed.attempt, "1-0")], 60)
         assert owned == {job.id: False}
-        assert await lifecycle.renew_leases(conn, [(job.id, claimed.attempt + 1)], 60) == {}
+        assert await lifecycle.renew_leases(conn, [(job.id, claimed.attempt + 1, "1-0")], 60) == {}
+        assert await lifecycle.renew_leases(conn, [(job.id, claimed.attempt, "2-0")], 60) == {}
 
 
 async def test_two_dispatchers_never_send_the_same_row(pool):
@@ -426,10 +435,13 @@ async def test_outcomes_the_worker_builds_from_hostile_text_are_stored(pool):
         await lifecycle.finish(
             conn,
             [
-                Outcome(
-                    a.id, a.attempt, Status.RETRYING, error=storable(raw), delay=MAX_RETRY_DELAY
+                (
+                    Outcome(
+                        a.id, a.attempt, Status.RETRYING, error=storable(raw), delay=MAX_RETRY_DELAY
+                    ),
+                    a.stream_id,
                 ),
-                Outcome(b.id, b.attempt, Status.DEAD, error=storable(raw)),
+                (Outcome(b.id, b.attempt, Status.DEAD, error=storable(raw)), b.stream_id),
             ],
             "worker:w",
         )
@@ -437,5 +449,7 @@ async def test_outcomes_the_worker_builds_from_hostile_text_are_stored(pool):
         assert rows == {a.id: "OSError: caf\\udce9\\x00.txt", b.id: "OSError: caf\\udce9\\x00.txt"}
         with pytest.raises((asyncpg.PostgresError, UnicodeEncodeError, asyncpg.DataError)):
             await lifecycle.finish(
-                conn, [Outcome(b.id, b.attempt, Status.DEAD, error="\x00")], "worker:w"
+                conn,
+                [(Outcome(b.id, b.attempt, Status.DEAD, error="\x00"), b.stream_id)],
+                "worker:w",
             )

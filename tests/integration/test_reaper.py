@@ -183,12 +183,14 @@ async def test_queued_job_whose_entry_exists_is_left_alone(pool, redis_client, s
 
 async def test_late_finish_cannot_overwrite_a_reclaimed_job(pool, redis_client, stores):
     job = await submit(pool, "ping")
-    await _deliver(pool, redis_client, claim=True)
+    [(_, stream_id)] = await _deliver(pool, redis_client, claim=True)
     reclaimer = Reclaimer(pool, redis_client, _settings(stores))
     await _rounds_until(reclaimer, pool, [job.id], {"retrying"})
     async with pool.acquire() as conn:
         late = await lifecycle.finish(
-            conn, [Outcome(job.id, 1, Status.COMPLETED, result_json="1")], "worker:ghost"
+            conn,
+            [(Outcome(job.id, 1, Status.COMPLETED, result_json="1"), stream_id)],
+            "worker:ghost",
         )
         assert late == []
         assert await conn.fetchval("SELECT status FROM jobs WHERE id = $1", job.id) == "retrying"

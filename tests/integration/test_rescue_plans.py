@@ -71,10 +71,10 @@ async def test_reclaimed_entries_are_found_by_id_among_a_large_backlog(conn, sta
 async def test_a_shutdown_hands_back_its_jobs_by_id_among_every_running_job(conn):
     await stale_statistics(conn)
     running = await insert_rows(conn, 3000, "running")
-    attempts = [(row["id"], 1) for row in running[:5]]
+    attempts = [(row["id"], 1, row["stream_id"]) for row in running[:5]]
 
     async def hand_back(c: asyncpg.Connection) -> None:
         back = await lifecycle.hand_back(c, attempts, "worker:w", "shutdown")
-        assert sorted(back) == sorted(job_id for job_id, _ in attempts)
+        assert sorted(back) == sorted(job_id for job_id, _, _ in attempts)
 
     assert_lookups_by_id(_plans_of(await plans_during(conn, hand_back), "WITH back AS"))

@@ -1,7 +1,8 @@
 """The worker's transitions: claim a batch, finish a batch, renew leases, hand back.
 
-Every finish and renewal is fenced by ``status = 'running' AND attempts = <claimed attempt>``,
-so a worker that lost its lease cannot overwrite what happened since.
+Every finish, renewal and hand-back is fenced by ``status = 'running' AND attempts = <claimed
+attempt> AND stream_id = <the entry it was claimed from>``, so a worker that lost its lease
+cannot overwrite what happened since, even after a replay reset the attempts (migration 0017).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from taskforge.jobs import Json, Status, status_of
 from taskforge.lifecycle.core import EVENTS_INSERT
 
 __all__ = [
+    "HANDED_BACK_CANCELLED",
     "ClaimedJob",
     "Finished",
     "Outcome",
@@ -35,49 +37,65 @@ SELECT c.id, c.queue, c.type, c.payload, c.attempts, c.max_attempts, c.timeout_s
 FROM taskforge_claim($1::uuid[], $2::text[], $3, $4, $5::integer[]) AS c
 """
 
-# A finish is fenced by (status running, attempt): a worker that lost its lease cannot
-# overwrite what the reaper or another worker decided. taskforge_finish (migrations 0011,
-# 0015) reads its rows through the primary key by id, whatever the statistics say (a hash
-# join over every running row made each finish as slow as the fleet), with a plan made once
-# per session. So do the claim, the lease renewal and the dispatch's mark-queued.
+# A finish is fenced by (status running, attempt, stream id): a worker that lost its lease
+# cannot overwrite what the reaper or another worker decided, nor, once a replay reset the
+# attempts, the same attempt number of a later run (its entry is another). taskforge_finish
+# (migrations 0011, 0015, 0017) reads its rows through the primary key by id, whatever the
+# statistics say (a hash join over every running row made each finish as slow as the fleet),
+# with a plan made once per session. So do the claim, the lease renewal and the dispatch's
+# mark-queued.
 #
 # Only the finishes a worker acts on come back: every one but the completed (a dead job's
-# row fills its dead-letter notice), and the completed ones only when it logs each job ($8).
+# row fills its dead-letter notice), and the completed ones only when it logs each job ($9).
 # Every row of a drain of no-op jobs came back, eight columns sent by PostgreSQL and decoded
 # by the worker, for a worker at the `warning` log level to drop them all.
 FINISH = """
 SELECT f.id, f.status, f.attempts, f.queue, f.type, f.last_error, f.traceparent, f.tracestate
-FROM taskforge_finish($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[],
-                      $6::float8[], $7) AS f
-WHERE $8 OR f.status <> 'completed'
+FROM taskforge_finish($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[],
+                      $7::float8[], $8) AS f
+WHERE $9 OR f.status <> 'completed'
 """
 
 
-# Fenced like the finish; by id whatever the statistics say (migrations 0012, 0015).
-RENEW_LEASES = "SELECT * FROM taskforge_renew_leases($1::uuid[], $2::int[], $3)"
+# Fenced like the finish; by id whatever the statistics say (migrations 0012, 0015, 0017).
+RENEW_LEASES = "SELECT * FROM taskforge_renew_leases($1::uuid[], $2::int[], $3::text[], $4)"
 
 
+# A job whose cancel was requested ends ``cancelled`` instead: its worker stopped before
+# it could end the job as asked, and sent back to pending it would run again. Fenced like the
+# finish (the stream id too: a replayed job's attempt 1 is not the one this worker held).
 HAND_BACK = (
     """
 WITH back AS (
-    UPDATE jobs j SET status = 'pending', run_at = now(), lease_expires_at = NULL,
-        stream_id = NULL, worker = NULL, updated_at = now()
+    UPDATE jobs j SET
+        status = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE 'pending' END,
+        run_at = CASE WHEN j.cancel_requested THEN j.run_at ELSE now() END,
+        last_error = CASE WHEN j.cancel_requested THEN $6 ELSE j.last_error END,
+        finished_at = CASE WHEN j.cancel_requested THEN now() ELSE j.finished_at END,
+        worker = CASE WHEN j.cancel_requested THEN j.worker END,
+        lease_expires_at = NULL, stream_id = NULL, updated_at = now()
     -- The expected status as a column of the batch, not a constant (see rescue.py).
-    FROM unnest($1::uuid[], $2::int[], array_fill('running'::text, ARRAY[cardinality($1::uuid[])]))
-         AS r(id, attempt, expected)
+    FROM unnest($1::uuid[], $2::int[], $3::text[],
+                array_fill('running'::text, ARRAY[cardinality($1::uuid[])]))
+         AS r(id, attempt, stream_id, expected)
     WHERE j.id = r.id AND j.status = r.expected AND j.attempts = r.attempt
-    RETURNING j.id, j.attempts
+      AND j.stream_id = r.stream_id
+    RETURNING j.id, j.attempts, j.status
 ), ev AS (
     """
     + EVENTS_INSERT
     + """
-    SELECT id, 'running', 'pending', attempts, $3, $4 FROM back
+    SELECT id, 'running', status, attempts, $4,
+           CASE WHEN status = 'cancelled' THEN $6 ELSE $5 END
+    FROM back
 ), wake AS (
-    SELECT pg_notify('taskforge_jobs', '') FROM back LIMIT 1
+    SELECT pg_notify('taskforge_jobs', '') FROM back WHERE status = 'pending' LIMIT 1
 )
-SELECT back.id FROM back LEFT JOIN wake ON true
+SELECT back.id, back.status FROM back LEFT JOIN wake ON true
 """
 )
+
+HANDED_BACK_CANCELLED = "cancelled on request; the worker shut down before the job ended"
 
 
 class ClaimedJob(NamedTuple):
@@ -108,6 +126,10 @@ async def claim(
     ``dispatch_locks`` are the entries' dispatch-lock keys (the envelope's; 0 for none): a
     claim that missed entries (their dispatch not committed yet) waits for those dispatches
     to end and tries once more.
+
+    An entry whose row ``worker`` already runs from that very entry comes back as well, with
+    the same attempt and no new history, its lease renewed: claiming again after a claim whose
+    reply was lost finds the jobs that claim took (migration 0017).
     """
     if not entries:
         return []
@@ -147,17 +169,22 @@ class Finished(NamedTuple):
 
 
 async def finish(
-    conn: Any, outcomes: Sequence[Outcome], actor: str, report_completed: bool = True
+    conn: Any,
+    finishes: Sequence[tuple[Outcome, str]],
+    actor: str,
+    report_completed: bool = True,
 ) -> list[Finished]:
-    """Record many outcomes in one statement; the finishes that took effect come back, the
-    completed ones only if ``report_completed``. Outcomes whose attempt lost the job are
-    skipped."""
-    if not outcomes:
+    """Record many outcomes, each with the stream id of the entry its attempt was claimed
+    from, in one statement; the finishes that took effect come back, the completed ones only
+    if ``report_completed``. Outcomes whose attempt lost the job are skipped."""
+    if not finishes:
         return []
+    outcomes = [o for o, _ in finishes]
     rows = await conn.fetch(
         FINISH,
         [o.job_id for o in outcomes],
         [o.attempt for o in outcomes],
+        [stream_id for _, stream_id in finishes],
         [o.status.value for o in outcomes],
         [o.result_json if o.status is Status.COMPLETED else None for o in outcomes],
         [o.error for o in outcomes],
@@ -181,24 +208,37 @@ async def finish(
 
 
 async def renew_leases(
-    conn: Any, running: Sequence[tuple[uuid.UUID, int]], lease_seconds: float
+    conn: Any, running: Sequence[tuple[uuid.UUID, int, str]], lease_seconds: float
 ) -> dict[uuid.UUID, bool]:
-    """Extend the leases of attempts still owned; maps id → cancel requested."""
+    """Extend the leases of (job id, attempt, stream id) attempts still owned; maps id →
+    cancel requested."""
     if not running:
         return {}
     rows = await conn.fetch(
-        RENEW_LEASES, [i for i, _ in running], [a for _, a in running], lease_seconds
+        RENEW_LEASES,
+        [i for i, _, _ in running],
+        [a for _, a, _ in running],
+        [s for _, _, s in running],
+        lease_seconds,
     )
     return {row["id"]: row["cancel_requested"] for row in rows}
 
 
 async def hand_back(
-    conn: Any, running: Sequence[tuple[uuid.UUID, int]], actor: str, reason: str
-) -> list[uuid.UUID]:
-    """Return interrupted attempts to ``pending`` at once (worker shutdown past its grace)."""
+    conn: Any, running: Sequence[tuple[uuid.UUID, int, str]], actor: str, reason: str
+) -> dict[uuid.UUID, Status]:
+    """End interrupted (job id, attempt, stream id) attempts at once (worker shutdown past
+    its grace): back to ``pending`` with ``reason``, or ``cancelled`` if a cancel was
+    requested. Maps each attempt still owned to the status it went to."""
     if not running:
-        return []
+        return {}
     rows = await conn.fetch(
-        HAND_BACK, [i for i, _ in running], [a for _, a in running], actor, reason
+        HAND_BACK,
+        [i for i, _, _ in running],
+        [a for _, a, _ in running],
+        [s for _, _, s in running],
+        actor,
+        reason,
+        HANDED_BACK_CANCELLED,
     )
-    return [row["id"] for row in rows]
+    return {row["id"]: status_of(row["status"]) for row in rows}

@@ -2,7 +2,8 @@
 PostgreSQL, and old finished jobs are deleted.
 
 - an interrupted attempt (``running``, lease expired) → ``retrying`` after the usual backoff,
-  or ``dead`` when no attempt is left;
+  or ``dead`` when no attempt is left; ``cancelled`` if a cancel was requested (its worker
+  stopped before it could end the job as asked, and the job must not run again);
 - a ``queued`` job whose entry was read but never claimed, or whose entry Redis lost → ``pending``
   (the dispatcher sends it again);
 - a job delivered more than ``max_deliveries`` times without an outcome → ``dead`` (poison).
@@ -37,9 +38,11 @@ __all__ = [
 ACTOR = "reaper"
 
 # $1 max deliveries, $2 backoff base, $3 backoff max; each query's ``target`` CTE yields
-# id, status, attempts, max_attempts, worker, stream_id, expired, deliveries, cause.
-# Deliveries without an outcome = this one's + earlier rescues of the job (a lost entry was
-# never delivered, so it does not count); past the limit the job is poison.
+# id, status, attempts, max_attempts, worker, stream_id, cancel_requested, expired,
+# deliveries, cause. Deliveries without an outcome = this one's + earlier rescues of the job
+# (a lost entry was never delivered, so it does not count); past the limit the job is poison.
+# A cancel requested of an interrupted attempt wins over poison and over the attempts left:
+# whatever else, the operator asked for the job to stop, and it has.
 _DECIDE_AND_MOVE = """
 , counted AS (
     SELECT t.*, t.deliveries + CASE WHEN t.deliveries > 0 THEN (
@@ -51,11 +54,13 @@ _DECIDE_AND_MOVE = """
 ), decided AS (
     SELECT c.*,
         CASE WHEN c.status = 'running' AND NOT COALESCE(c.expired, false) THEN NULL
+             WHEN c.status = 'running' AND c.cancel_requested THEN 'cancelled'
              WHEN c.total > $1 THEN 'dead'
              WHEN c.status = 'queued' THEN 'pending'
              WHEN c.attempts >= c.max_attempts THEN 'dead'
              ELSE 'retrying' END AS to_status,
-        CASE WHEN c.total > $1 THEN 'poison'
+        CASE WHEN c.status = 'running' AND c.cancel_requested THEN 'cancelled'
+             WHEN c.total > $1 THEN 'poison'
              WHEN c.status = 'queued' AND c.cause = 'lost' THEN 'entry_lost'
              WHEN c.status = 'queued' THEN 'unclaimed'
              ELSE 'lease_expired' END AS reason
@@ -69,6 +74,9 @@ _DECIDE_AND_MOVE = """
             'failover); dispatching the job again', d.stream_id)
         WHEN 'unclaimed' THEN format('stream entry %s was read but never claimed (the worker '
             'stopped first); dispatching the job again', d.stream_id)
+        WHEN 'cancelled' THEN format('cancelled on request; worker %s stopped renewing its '
+            'lease (it died, hung or lost its stores) before ending attempt %s of %s',
+            COALESCE(d.worker, '?'), d.attempts, d.max_attempts)
         ELSE format('attempt %s of %s interrupted: worker %s stopped renewing its lease (it '
             'died, hung or lost its stores)%s', d.attempts, d.max_attempts,
             COALESCE(d.worker, '?'), CASE WHEN d.attempts >= d.max_attempts
@@ -81,9 +89,10 @@ _DECIDE_AND_MOVE = """
         run_at = CASE WHEN d.to_status = 'retrying' THEN now() + make_interval(secs =>
                      random() * LEAST($3, $2 * power(2, LEAST(GREATEST(d.attempts - 1, 0), 60))))
                  ELSE j.run_at END,
-        last_error = CASE WHEN d.to_status IN ('retrying', 'dead') THEN d.error
+        last_error = CASE WHEN d.to_status IN ('retrying', 'dead', 'cancelled') THEN d.error
                           ELSE j.last_error END,
-        finished_at = CASE WHEN d.to_status = 'dead' THEN now() ELSE j.finished_at END,
+        finished_at = CASE WHEN d.to_status IN ('dead', 'cancelled') THEN now()
+                           ELSE j.finished_at END,
         lease_expires_at = NULL, stream_id = NULL, updated_at = now()
     FROM described d
     WHERE j.id = d.id AND d.to_status IS NOT NULL
@@ -115,7 +124,7 @@ FROM described d WHERE d.to_status IS NULL
 RESCUE_ENTRIES = (
     """
 WITH target AS (
-    SELECT j.id, j.status, j.attempts, j.max_attempts, j.worker, j.stream_id,
+    SELECT j.id, j.status, j.attempts, j.max_attempts, j.worker, j.stream_id, j.cancel_requested,
            j.lease_expires_at < now() AS expired, e.deliveries, 'entry'::text AS cause
     FROM jobs j
     JOIN unnest($4::uuid[], $5::text[], $6::int[],
@@ -135,7 +144,7 @@ WITH target AS (
 RESCUE_EXPIRED = (
     """
 WITH target AS (
-    SELECT j.id, j.status, j.attempts, j.max_attempts, j.worker, j.stream_id,
+    SELECT j.id, j.status, j.attempts, j.max_attempts, j.worker, j.stream_id, j.cancel_requested,
            true AS expired, 1 AS deliveries, 'lease'::text AS cause
     FROM jobs j
     WHERE j.status = 'running' AND j.lease_expires_at < now()
@@ -151,7 +160,7 @@ WITH target AS (
 RESCUE_LOST = (
     """
 WITH target AS (
-    SELECT j.id, j.status, j.attempts, j.max_attempts, j.worker, j.stream_id,
+    SELECT j.id, j.status, j.attempts, j.max_attempts, j.worker, j.stream_id, j.cancel_requested,
            NULL::boolean AS expired, 0 AS deliveries, 'lost'::text AS cause
     FROM jobs j
     JOIN unnest($4::uuid[], $5::text[], array_fill('queued'::text, ARRAY[cardinality($4::uuid[])]))
@@ -210,8 +219,10 @@ class RescuePolicy:
 class Rescued:
     """One job the reaper looked at: moved (``status`` set) or left alone (``live``).
 
-    ``reason`` is lease_expired, unclaimed, entry_lost, poison, or live: a running job whose
-    lease is still renewed, whose entry the reaper must not acknowledge.
+    ``reason`` is lease_expired (→ retrying or dead), cancelled (an interrupted attempt whose
+    cancel was requested → cancelled), unclaimed or entry_lost (→ pending), poison (→ dead),
+    or live: a running job whose lease is still renewed, whose entry the reaper must not
+    acknowledge.
     """
 
     id: uuid.UUID

@@ -2,31 +2,42 @@
 
 Outcomes accumulate while a flush runs; the next flush records them all in one statement
 (:func:`taskforge.lifecycle.finish`), acks their stream entries in one pipeline, then posts
-dead-letter notices. A store error keeps the outcomes and retries: nothing is dropped.
+dead-letter notices. A transient store error keeps the outcomes and retries: nothing is
+dropped. An outcome PostgreSQL refuses (:mod:`.refusals`) is isolated by halving its batch,
+so that every other one is recorded, and is recorded as dead instead.
+
+From :meth:`Finisher.close` the finisher has ``SHUTDOWN_SECONDS`` to record what it holds and
+hand back interrupted attempts; what is left then is logged, and the reaper rescues those jobs
+when their leases lapse.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
+import math
 import uuid
-from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
 
 import asyncpg
 from redis.exceptions import RedisError
 
 from taskforge import lifecycle, metrics, streams
-from taskforge.jobs import Status
 from taskforge.lanes import LaneClient
 from taskforge.lifecycle import ClaimedJob, Outcome
+from taskforge.worker.refusals import is_transient, refused_as_dead
+from taskforge.worker.reports import count_outcomes, dead_notices, log_finishes
 
 log = logging.getLogger("taskforge.worker")
 
 STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, RedisError)
 ErrorReporter = Callable[[str, BaseException, float], None]
+
+# From close() to the end of flush_all. The worker's terminationGraceMarginSeconds (the
+# chart's time beyond the shutdown grace) must leave room for it.
+SHUTDOWN_SECONDS = 10.0
 
 
 @dataclass
@@ -62,6 +73,8 @@ class Finisher:
         self.handbacks: list[tuple[uuid.UUID, int, str, str]] = []
         self.closing = False
         self._ready = asyncio.Event()
+        self._deadline: float | None = None  # in the event loop's time; set by close()
+        self._calls: set[asyncio.Timeout] = set()  # the store calls under way
 
     @property
     def held(self) -> int:
@@ -78,8 +91,15 @@ class Finisher:
         self._ready.set()
 
     def close(self) -> None:
-        """Let :meth:`run` return once it has flushed what it holds."""
+        """Let :meth:`run` return once it has flushed what it holds, or once
+        ``SHUTDOWN_SECONDS`` have passed, cutting short the store calls under way then."""
         self.closing = True
+        if self._deadline is None:
+            self._deadline = asyncio.get_running_loop().time() + SHUTDOWN_SECONDS
+            # A call made before close() has no deadline of its own: a PostgreSQL that hangs
+            # would hold it for the pool's command timeout.
+            for call in self._calls:
+                call.reschedule(self._deadline)
         self._ready.set()
 
     async def run(self) -> None:
@@ -87,116 +107,195 @@ class Finisher:
         while True:
             await self._ready.wait()
             self._ready.clear()
-            await self.flush()
-            if self.closing and not self.pending:
+            if not await self.flush() or (self.closing and not self.pending):
                 return
 
-    async def flush(self) -> None:
-        """Record every pending outcome (one UPDATE), then ack their entries (one pipeline)."""
+    async def flush(self) -> bool:
+        """Record every pending outcome (one UPDATE), then ack their entries (one pipeline).
+
+        A transient store error keeps the outcomes and retries. False when the shutdown
+        deadline passed first, with outcomes still pending.
+        """
         backoff = 0.1
         while self.pending:
             batch, self.pending = self.pending, []
-            self._recording = len(batch)
-            # Building a log record's fields per job costs as much as a job; the completed
-            # finishes come back from PostgreSQL only for their log lines.
-            logs_each = log.isEnabledFor(logging.INFO)
+            self._recording += len(batch)
+            settled: set[int] = set()
             try:
-                async with self.pool.acquire() as conn:
-                    done = await lifecycle.finish(
-                        conn, [f.outcome for f in batch], self.actor, report_completed=logs_each
-                    )
-                # Ack only after the row is written; an outcome fenced out (the job was
-                # rescued meanwhile) is acked too: that entry is finished either way.
-                await streams.ack(self.redis, [(f.queue, f.stream_id) for f in batch])
+                await self._record(batch, settled)
             except STORE_ERRORS as exc:
-                self.pending[:0] = batch  # keep them: nothing is lost, retry
-                self._recording = 0
-                self._on_error("finish", exc, backoff)
-                await asyncio.sleep(backoff)
+                left = [item for item in batch if id(item) not in settled]
+                self._recording -= len(left)
+                self.pending[:0] = left  # keep them: nothing is lost, retry
+                wait = min(backoff, self._time_left())
+                if wait <= 0:
+                    return False
+                self._on_error("finish", exc, wait)
+                await asyncio.sleep(wait)
                 # At most a second: these outcomes' leases are no longer renewed, and a
                 # finish that lands after the lease lapsed is fenced out (the job runs again).
                 backoff = min(backoff * 2, 1.0)
-                continue
-            self._recording = 0
-            self._on_recorded()
-            count_outcomes(batch)
-            dead = [d for d in done if d.status is Status.DEAD]
-            if dead:
-                await self._notify_dead(dead)
-            # The span has ended by now: its ids come along so the line joins the trace.
-            if not logs_each:
-                continue
-            trace_ids = {f.outcome.job_id: f.extra for f in batch}
-            for finished in done:
-                log.info(
-                    "job finished",
-                    extra={
-                        "action": "job.finish",
-                        "job_id": str(finished.id),
-                        "queue": finished.queue,
-                        "type": finished.type,
-                        "status": finished.status.value,
-                        "attempt": finished.attempts,
-                        **trace_ids.get(finished.id, {}),
-                        **(
-                            {"error": (finished.last_error or "")[:500]}
-                            if finished.status is not Status.COMPLETED
-                            else {}
-                        ),
-                    },
-                )
+        return True
 
-    async def _notify_dead(self, dead: list[lifecycle.Finished]) -> None:
-        notices = [
-            {
-                "job_id": d.id,
-                "type": d.type,
-                "queue": d.queue,
-                "attempts": d.attempts,
-                "error": d.last_error,
-                "headers": {"traceparent": d.traceparent} if d.traceparent else {},
-            }
-            for d in dead
-        ]
+    async def _record(self, items: list[FinishItem], settled: set[int]) -> None:
+        """Record ``items``, adding each one recorded (or dropped) to ``settled``.
+
+        A batch PostgreSQL refuses is halved and each half recorded on its own, down to the
+        outcomes it refuses alone (:meth:`_refused`); a transient error is raised.
+        """
         try:
-            await streams.publish_dead(self.redis, notices)
+            done = await self._finish(items)
         except STORE_ERRORS as exc:
-            # The notice is a courtesy for ops consumers; PostgreSQL holds the dead job.
-            self._on_error("dlq", exc, 0)
+            if is_transient(exc):
+                raise
+            if len(items) > 1:
+                half = len(items) // 2
+                await self._record(items[:half], settled)
+                await self._record(items[half:], settled)
+                return
+            recorded, done = await self._refused(items[0], exc)
+        else:
+            recorded = items
+        settled.update(map(id, items))
+        self._recording -= len(items)
+        await self._recorded(recorded, done)
+
+    async def _finish(self, items: list[FinishItem]) -> list[lifecycle.Finished]:
+        """One finish statement, then one ack pipeline."""
+        # Building a log record's fields per job costs as much as a job; the completed
+        # finishes come back from PostgreSQL only for their log lines.
+        logs_each = log.isEnabledFor(logging.INFO)
+        async with self._bounded():
+            async with self._connection() as conn:
+                done = await lifecycle.finish(
+                    conn,
+                    [(f.outcome, f.stream_id) for f in items],
+                    self.actor,
+                    report_completed=logs_each,
+                )
+            # Ack only after the row is written; an outcome fenced out (the job was
+            # rescued meanwhile) is acked too: that entry is finished either way.
+            await streams.ack(self.redis, [(f.queue, f.stream_id) for f in items])
+        return done
+
+    async def _refused(
+        self, item: FinishItem, exc: BaseException
+    ) -> tuple[list[FinishItem], list[lifecycle.Finished]]:
+        """Record as dead an outcome PostgreSQL refused; what was recorded comes back.
+
+        Refused as dead too, it is dropped: its entry stays unacked and its lease lapses, as
+        if the worker had died, and the reaper rescues the job.
+        """
+        metrics.STORE_ERRORS.labels("postgres", "worker").inc()
+        dead = replace(item, outcome=refused_as_dead(item.outcome, exc))
+        about = {
+            "job_id": str(item.outcome.job_id),
+            "queue": item.queue,
+            "status": item.outcome.status.value,
+            "error": dead.outcome.error,
+        }
+        try:
+            done = await self._finish([dead])
+        except STORE_ERRORS as again:
+            if is_transient(again):
+                raise
+            log.error(
+                "outcome refused by PostgreSQL, even as dead; dropped: the reaper rescues "
+                "the job when its lease lapses",
+                extra={
+                    "action": "job.finish.dropped",
+                    **about,
+                    "dead_error": f"{type(again).__name__}: {again}"[:1000],
+                },
+            )
+            return [], []
+        log.error(
+            "outcome refused by PostgreSQL; recorded as dead",
+            extra={"action": "job.finish.refused", **about},
+        )
+        return [dead], done
+
+    async def _recorded(self, items: list[FinishItem], done: list[lifecycle.Finished]) -> None:
+        """Free the slots of recorded outcomes and report them (:mod:`.reports`)."""
+        self._on_recorded()
+        count_outcomes(items)
+        notices = dead_notices(done)
+        if notices:
+            try:
+                await streams.publish_dead(self.redis, notices)
+            except STORE_ERRORS as exc:
+                # The notice is a courtesy for ops consumers; PostgreSQL holds the dead job.
+                self._on_error("dlq", exc, 0)
+        if log.isEnabledFor(logging.INFO):
+            log_finishes(items, done)
 
     async def flush_all(self) -> None:
-        """Before exit: record outcomes and hand back interrupted attempts."""
-        deadline = time.monotonic() + 10.0
-        while (self.pending or self.handbacks) and time.monotonic() < deadline:
+        """Before exit: record outcomes and hand back interrupted attempts, until
+        ``SHUTDOWN_SECONDS`` after :meth:`close`; then log what is left."""
+        self.close()
+        while await self.flush() and self.handbacks:
             try:
-                await self.flush()
-                if self.handbacks:
-                    handbacks, self.handbacks = self.handbacks, []
-                    async with self.pool.acquire() as conn:
-                        await lifecycle.hand_back(
-                            conn,
-                            [(i, a) for i, a, _, _ in handbacks],
-                            self.actor,
-                            "worker shut down before the job finished; handed back",
-                        )
-                    await streams.ack(self.redis, [(q, s) for _, _, q, s in handbacks])
+                await self._hand_back()
             except STORE_ERRORS as exc:
-                self._on_error("shutdown", exc, 0.5)
-                await asyncio.sleep(0.5)
+                wait = min(0.5, self._time_left())
+                if wait <= 0:
+                    break
+                self._on_error("shutdown", exc, wait)
+                await asyncio.sleep(wait)
+        if self.held or self.handbacks:
+            # Nothing is lost, only later: the reaper rescues these jobs once their leases
+            # lapse. The operator should know why they ran again or waited.
+            log.error(
+                f"shutting down with {self.held} outcomes not recorded and "
+                f"{len(self.handbacks)} attempts not handed back after {SHUTDOWN_SECONDS:g}s; "
+                "the reaper rescues their jobs when their leases lapse",
+                extra={
+                    "action": "worker.shutdown.unrecorded",
+                    "outcomes": self.held,
+                    "handbacks": len(self.handbacks),
+                },
+            )
 
+    async def _hand_back(self) -> None:
+        """Return interrupted attempts to pending, then ack their entries. They stay in
+        ``handbacks`` until both are done: a store error leaves them for the retry."""
+        handbacks = self.handbacks[:]
+        async with self._bounded():
+            async with self._connection() as conn:
+                await lifecycle.hand_back(
+                    conn,
+                    [(i, a, s) for i, a, _, s in handbacks],
+                    self.actor,
+                    "worker shut down before the job finished; handed back",
+                )
+            await streams.ack(self.redis, [(q, s) for _, _, q, s in handbacks])
+        del self.handbacks[: len(handbacks)]  # those appended meanwhile wait for the next try
 
-def count_outcomes(batch: list[FinishItem]) -> None:
-    """Outcome counters and the runtime histogram, one update per job type and batch."""
-    by_series: dict[tuple[str, str], list[FinishItem]] = {}
-    for item in batch:
-        if item.job is not None:
-            by_series.setdefault((item.queue, item.job.type), []).append(item)
-    for (queue, job_type), items in by_series.items():
-        series = metrics.job_series(queue, job_type)
-        metrics.observe_many(series.runtime, [i.runtime for i in items if i.runtime is not None])
-        by_status = Counter(item.outcome.status for item in items)
-        completed = by_status.pop(Status.COMPLETED, 0)
-        if completed:
-            series.success.inc(completed)
-        for status, count in by_status.items():
-            series.failure(status.value).inc(count)
+    @asynccontextmanager
+    async def _bounded(self) -> AsyncIterator[None]:
+        """A store call, cut short with TimeoutError (a store error) at the shutdown deadline."""
+        async with asyncio.timeout_at(self._deadline) as call:
+            self._calls.add(call)
+            try:
+                yield
+            finally:
+                self._calls.discard(call)
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection of the pool, closed rather than reset if its call is cut short."""
+        async with self.pool.acquire() as conn:
+            try:
+                yield conn
+            except asyncio.CancelledError:
+                # Taking back a connection whose query was cancelled, the pool first waits
+                # for the cancel request and a reset: from a PostgreSQL that hangs, that is
+                # its command timeout (60 s) past the deadline.
+                conn.terminate()
+                raise
+
+    def _time_left(self) -> float:
+        """Seconds to the shutdown deadline; infinite before :meth:`close`."""
+        if self._deadline is None:
+            return math.inf
+        return self._deadline - asyncio.get_running_loop().time()

@@ -151,6 +151,6 @@ class LeaseKeeper:
         async with self.worker.pool.acquire() as conn:
             return await lifecycle.renew_leases(
                 conn,
-                [(r.job.id, r.job.attempt) for r in snapshot],
+                [(r.job.id, r.job.attempt, r.job.stream_id) for r in snapshot],
                 self.worker.settings.lease_seconds,
             )
