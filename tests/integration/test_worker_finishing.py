@@ -19,6 +19,7 @@ from taskforge.lifecycle import ClaimedJob, Outcome
 from taskforge.scheduler.dispatcher import Dispatcher, listen
 from taskforge.worker import finishing
 from taskforge.worker.consumer import Worker
+from taskforge.worker.execution import Running
 from taskforge.worker.finishing import Finisher, FinishItem
 from taskforge.worker.registry import Registry
 from tests.conftest import Stores, make_settings
@@ -362,3 +363,20 @@ async def test_a_worker_whose_postgres_is_down_exits_within_its_shutdown_budget(
             )
         }
     assert statuses == {held.id: "running", blocked.id: "running"}  # for the reaper
+
+
+async def test_a_heartbeat_against_a_hanging_postgres_ends_within_its_interval(
+    pool, proxied_pool, outage, redis_client, stores
+):
+    """Its renewal is cut short at the interval, and the connection closed rather than reset
+    (the pool's reset would wait its command timeout, 60 s, with no heartbeat meanwhile)."""
+    settings = make_settings(stores, visibility_timeout=1.5)
+    [job] = await claimed_jobs(pool, redis_client, 1)
+    worker = Worker(proxied_pool, redis_client, Registry(), settings, "finishing-test")
+    worker.running[job.id] = Running(job, lease_deadline=time.monotonic() + 1.5)
+    await worker.heartbeat_once()  # a connection made, while PostgreSQL answers
+    outage.freeze()
+    started = time.monotonic()
+    async with asyncio.timeout(10):
+        await worker.heartbeat_once()
+    assert time.monotonic() - started < settings.heartbeat_interval + 1.0

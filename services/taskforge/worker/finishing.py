@@ -14,6 +14,7 @@ when their leases lapse.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import uuid
@@ -38,6 +39,20 @@ ErrorReporter = Callable[[str, BaseException, float], None]
 # From close() to the end of flush_all. The worker's terminationGraceMarginSeconds (the
 # chart's time beyond the shutdown grace) must leave room for it.
 SHUTDOWN_SECONDS = 10.0
+
+
+@asynccontextmanager
+async def connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of ``pool``, closed rather than reset if its call is cut short."""
+    async with pool.acquire() as conn:
+        try:
+            yield conn
+        except asyncio.CancelledError:
+            # Taking back a connection whose query was cancelled, the pool first waits for the
+            # cancel request and a reset: from a PostgreSQL that hangs, that is its command
+            # timeout (60 s) past the deadline or heartbeat that cut the call short.
+            conn.terminate()
+            raise
 
 
 @dataclass
@@ -281,18 +296,8 @@ class Finisher:
             finally:
                 self._calls.discard(call)
 
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """A connection of the pool, closed rather than reset if its call is cut short."""
-        async with self.pool.acquire() as conn:
-            try:
-                yield conn
-            except asyncio.CancelledError:
-                # Taking back a connection whose query was cancelled, the pool first waits
-                # for the cancel request and a reset: from a PostgreSQL that hangs, that is
-                # its command timeout (60 s) past the deadline.
-                conn.terminate()
-                raise
+    def _connection(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
+        return connection(self.pool)
 
     def _time_left(self) -> float:
         """Seconds to the shutdown deadline; infinite before :meth:`close`."""

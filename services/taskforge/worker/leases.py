@@ -16,7 +16,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 from taskforge import lifecycle, streams
-from taskforge.worker.finishing import STORE_ERRORS
+from taskforge.worker.finishing import STORE_ERRORS, connection
 
 if TYPE_CHECKING:
     from taskforge.worker.consumer import Worker
@@ -148,7 +148,7 @@ class LeaseKeeper:
                 self.worker.cancel(running.job.id, "cancel")
 
     async def _renew(self, snapshot: list[Running]) -> dict[uuid.UUID, bool]:
-        async with self.worker.pool.acquire() as conn:
+        async with connection(self.worker.pool) as conn:
             return await lifecycle.renew_leases(
                 conn,
                 [(r.job.id, r.job.attempt, r.job.stream_id) for r in snapshot],
