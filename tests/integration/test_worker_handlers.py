@@ -6,21 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 from urllib.parse import urlsplit, urlunsplit
 
 from taskforge import streams
 from taskforge.worker.execution import HANDLER_CANCELLED
 from taskforge.worker.registry import load
-from taskforge.worker.threads import HandlerInterrupted
 from tests.conftest import make_settings
 from tests.integration.helpers import running_pipeline, submit, wait_status, wait_terminal
 
 
 async def test_sync_handlers_each_get_a_thread(pool, redis_client, stores):
-    """Twenty sync jobs that can only finish together: asyncio's default executor (six
+    """Forty sync jobs that can only finish together: asyncio's default executor (six
     threads here) ran six, and the rest waited out their timeouts."""
-    count = 20
+    count = 40  # more than asyncio's default executor has on any machine below 36 CPUs
     barrier = threading.Barrier(count, timeout=15)
     registry = load(())
 
@@ -28,7 +28,7 @@ async def test_sync_handlers_each_get_a_thread(pool, redis_client, stores):
     def together(ctx, payload):
         return barrier.wait()
 
-    settings = make_settings(stores, worker_concurrency=32)
+    settings = make_settings(stores, worker_concurrency=48)
     jobs = [await submit(pool, "together", max_attempts=1) for _ in range(count)]
     async with running_pipeline(pool, redis_client, settings, registry):
         done = await wait_terminal(pool, [j.id for j in jobs], timeout=60)
@@ -36,25 +36,35 @@ async def test_sync_handlers_each_get_a_thread(pool, redis_client, stores):
     assert sorted(done[j.id].result for j in jobs) == list(range(count))
 
 
-async def test_a_sync_handler_past_its_timeout_is_stopped_in_its_thread(pool, redis_client, stores):
-    interrupted = threading.Event()
+async def test_a_sync_handler_past_its_timeout_is_asked_to_stop_and_not_run_beside_its_retry(
+    pool, redis_client, stores
+):
+    """The timeout sets the handler's ``ctx.stopping``; the attempt is recorded (and the retry
+    may start) only once the handler has returned. Recorded at once, the retry ran while the
+    first attempt's thread was still at work."""
+    spans: dict[int, list[float]] = {}
     registry = load(())
 
-    @registry.job("spin", timeout=0.3)
-    def spin(ctx, payload):
-        try:
-            while True:  # never returns by itself; the old thread ran on beside the retry
-                pass
-        except HandlerInterrupted:
-            interrupted.set()
-            raise
+    @registry.job("slow-to-stop", timeout=0.3)
+    def slow_to_stop(ctx, payload):
+        began = time.monotonic()
+        if ctx.attempt == 1:
+            assert ctx.stopping.wait(10)  # asked to stop by the timeout
+            time.sleep(0.5)  # cleaning up: the job is still running here
+        spans[ctx.attempt] = [began, time.monotonic()]
+        return ctx.attempt
 
-    job = await submit(pool, "spin", max_attempts=1)
-    async with running_pipeline(pool, redis_client, make_settings(stores), registry):
+    settings = make_settings(stores, backoff_base=0.0, backoff_max=0.0)
+    job = await submit(pool, "slow-to-stop", max_attempts=2)
+    async with running_pipeline(pool, redis_client, settings, registry):
         done = await wait_terminal(pool, [job.id], timeout=30)
-        assert await asyncio.to_thread(interrupted.wait, 10)
-    assert done[job.id].status.value == "dead"
-    assert "timed out after 0.3s" in done[job.id].last_error
+    assert (done[job.id].status.value, done[job.id].result) == ("completed", 2)
+    assert spans[2][0] >= spans[1][1]  # the retry began after the first attempt returned
+    async with pool.acquire() as conn:
+        errors = await conn.fetch(
+            "SELECT error FROM job_events WHERE job_id = $1 AND to_status = 'retrying'", job.id
+        )
+    assert [e["error"] for e in errors] == ["timed out after 0.3s"]
 
 
 async def test_a_cancelled_error_the_handler_raises_itself_is_a_failure(pool, redis_client, stores):

@@ -16,6 +16,10 @@
 -- workers). The old ones stay as 0015 left them, fenced by the attempt only, until no worker
 -- of that release is left; a later migration may drop them.
 --
+-- The new taskforge_finish also ends `cancelled` an attempt reported `retrying` whose job has
+-- cancel_requested: its handler failed (or timed out) just as the cancel arrived, too late for
+-- the worker to stop it, and retried it would run again though it was asked to end.
+--
 -- taskforge_claim keeps its signature and result, and gains a last step: entries the UPDATE
 -- did not claim, whose row is already `running` for this very worker from this very entry,
 -- come back as claimed, attempts unchanged and no job_events row. That is a worker claiming
@@ -119,12 +123,19 @@ SET enable_nestloop = off SET enable_mergejoin = off SET enable_seqscan = off AS
 BEGIN
     RETURN QUERY
     WITH done AS (
-        UPDATE jobs j SET status = o.status,
+        -- An attempt that failed while its cancel was on the way (the handler ended before
+        -- the worker could stop it) is not retried: the job was asked to end, so it ends
+        -- cancelled, the attempt's error kept. Read from the row being updated (j), so a
+        -- cancel that commits meanwhile is seen when the row is re-checked.
+        UPDATE jobs j SET
+            status = CASE WHEN o.status = 'retrying' AND j.cancel_requested THEN 'cancelled'
+                          ELSE o.status END,
             result = CASE WHEN o.status = 'completed' THEN o.result::jsonb ELSE j.result END,
             last_error = COALESCE(o.error, j.last_error),
-            run_at = CASE WHEN o.status = 'retrying' THEN now() + make_interval(secs => o.delay)
-                          ELSE j.run_at END,
-            finished_at = CASE WHEN o.status IN ('completed', 'dead', 'cancelled') THEN now() END,
+            run_at = CASE WHEN o.status = 'retrying' AND NOT j.cancel_requested
+                          THEN now() + make_interval(secs => o.delay) ELSE j.run_at END,
+            finished_at = CASE WHEN o.status IN ('completed', 'dead', 'cancelled')
+                                 OR j.cancel_requested THEN now() END,
             lease_expires_at = NULL, stream_id = NULL, updated_at = now()
         FROM unnest(p_ids, p_attempts, p_stream_ids, p_statuses, p_results, p_errors, p_delays,
                     array_fill('running'::text, ARRAY[cardinality(p_ids)]))

@@ -70,6 +70,7 @@ class Worker:
         self.runner = JobRunner(registry, settings, self.finisher, self.name, self._job_done)
         self._unclaimed: list[tuple[str, str, bytes | None]] = []
         self.closing = False
+        self._drained = False
         self._min_read = max(1, settings.worker_concurrency // 4)
         self._utilization_gauges = [metrics.WORKER_UTILIZATION.labels(q) for q in settings.queues]
         self._few_free_since: float | None = None
@@ -137,9 +138,10 @@ class Worker:
                     backoff = min(backoff * 2, 5.0)
             await self._drain()
         finally:
-            # Left by an error too (a side task died): stop what still runs and hand it back
-            # now, rather than leave it for the reaper a lease later.
-            await self._drain(grace=0.0)
+            if not self._drained:
+                # Left by an error (a side task died): stop what still runs and hand it back
+                # now, rather than leave it for the reaper a lease later.
+                await self._drain(grace=0.0)
             self.runner.close()
             # The finisher may be mid-flush: let it finish what it holds, never cancel it
             # with an outcome in hand (the job would stay running until the reaper came).
@@ -243,12 +245,15 @@ class Worker:
         if running is None or running.task is None or running.task.done():
             return False
         running.cancel_reason = reason
+        if running.stopping is not None:
+            running.stopping.set()  # a sync handler's thread cannot be cancelled; it is asked
         running.task.cancel()
         return True
 
     async def _drain(self, grace: float | None = None) -> None:
         """Let running jobs finish within ``grace`` (default: the shutdown grace period),
         then cancel and hand back the rest."""
+        self._drained = True
         grace = self.settings.shutdown_grace if grace is None else grace
         if self.running and grace > 0:
             log.info(
@@ -262,6 +267,15 @@ class Worker:
         tasks = [r.task for r in self.running.values() if r.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=5.0)
+        stuck = [t for t in tasks if not t.done()]
+        if stuck:
+            # Sync handlers that did not return when asked (see worker.threads): their jobs
+            # stay running in PostgreSQL, neither recorded nor handed back while they may
+            # still be at work; the reaper rescues them once this worker's leases lapse.
+            log.warning(
+                "handlers still running after being stopped; left to the reaper",
+                extra={"action": "worker.drain.stuck", "running": len(stuck)},
+            )
 
     # -- cancellation ---------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -45,6 +46,7 @@ class Running:
     timeout_at: float = math.inf  # monotonic time the timeout sweep stops the handler
     cancel_reason: str | None = None  # cancel, shutdown, lease or timeout
     headers: dict[str, str] | None = None  # the stream entry's (trace context)
+    stopping: threading.Event | None = None  # a sync handler's (see JobContext.stopping)
 
 
 class JobRunner:
@@ -87,6 +89,8 @@ class JobRunner:
                         job, outcomes.NO_HANDLER.format(type=job.type, queue=job.queue)
                     )
                 else:
+                    if not handler.is_async:
+                        running.stopping = threading.Event()
                     ctx = JobContext(
                         job.id,
                         job.type,
@@ -95,6 +99,7 @@ class JobRunner:
                         job.max_attempts,
                         job.stream_id,
                         logger,
+                        running.stopping,
                     )
                     running.timeout = handler.timeout or job.timeout_seconds
                     # No timer per job: LeaseKeeper.enforce_timeouts cancels the task.

@@ -237,7 +237,8 @@ class Finisher:
         notices = dead_notices(done)
         if notices:
             try:
-                await streams.publish_dead(self.redis, notices)
+                async with self._bounded():
+                    await streams.publish_dead(self.redis, notices)
             except STORE_ERRORS as exc:
                 # The notice is a courtesy for ops consumers; PostgreSQL holds the dead job.
                 self._on_error("dlq", exc, 0)

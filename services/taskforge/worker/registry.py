@@ -11,6 +11,7 @@ import asyncio
 import importlib
 import inspect
 import logging
+import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -45,6 +46,11 @@ class JobContext:
     max_attempts: int
     stream_id: str
     logger: logging.LoggerAdapter[logging.Logger]
+    # A sync handler's: set when the worker stops the job (its timeout, a cancel, a lost
+    # lease, shutdown). Python cannot stop a thread, so a handler that runs long checks it
+    # (``ctx.stopping.is_set()``) or waits on it (``ctx.stopping.wait(5)``) and returns; the
+    # job stays running until it does. None for an async handler: it is cancelled.
+    stopping: threading.Event | None = None
 
 
 class JobLogger(logging.LoggerAdapter[logging.Logger]):
