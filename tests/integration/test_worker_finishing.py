@@ -277,11 +277,11 @@ async def test_shutdown_with_postgres_down_gives_up_at_the_deadline_saying_what_
     await asyncio.sleep(0.3)
     # The worker's shutdown: close, wait for the finisher, then flush_all.
     started = time.monotonic()
-    async with asyncio.timeout(short_shutdown + 5):
+    async with asyncio.timeout(short_shutdown + 8):
         finisher.close()
         await asyncio.wait({running}, timeout=15.0)
         await finisher.flush_all()
-    assert time.monotonic() - started < short_shutdown + 1
+    assert time.monotonic() - started < short_shutdown + 4  # not 60 s; slack for a loaded machine
     assert running.done()
     [left] = [e for a, e in actions(caplog) if a == "worker.shutdown.unrecorded"]
     assert (left["levelno"], left["outcomes"], left["handbacks"]) == (logging.ERROR, 2, 1)
@@ -300,12 +300,12 @@ async def test_shutdown_with_postgres_hanging_cuts_short_the_finish_under_way(
     await asyncio.sleep(0.3)
     assert finisher.held == 1  # its finish is under way, made before any deadline
     started = time.monotonic()
-    async with asyncio.timeout(short_shutdown + 5):
+    async with asyncio.timeout(short_shutdown + 8):
         finisher.close()
         await asyncio.wait({running}, timeout=15.0)
         await finisher.flush_all()
     # Not the pool's command timeout (60 s): the connection is closed, not reset.
-    assert time.monotonic() - started < short_shutdown + 1
+    assert time.monotonic() - started < short_shutdown + 4  # not 60 s; slack for a loaded machine
     [left] = [e for a, e in actions(caplog) if a == "worker.shutdown.unrecorded"]
     assert (left["outcomes"], left["handbacks"]) == (1, 0)
 
@@ -379,4 +379,4 @@ async def test_a_heartbeat_against_a_hanging_postgres_ends_within_its_interval(
     started = time.monotonic()
     async with asyncio.timeout(10):
         await worker.heartbeat_once()
-    assert time.monotonic() - started < settings.heartbeat_interval + 1.0
+    assert time.monotonic() - started < settings.heartbeat_interval + 4.0  # not 60 s
