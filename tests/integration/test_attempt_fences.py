@@ -102,12 +102,14 @@ async def test_a_claim_made_again_by_its_worker_returns_the_jobs_it_took(pool):
     entries = [(d.id, f"{i + 1}-0") for i, d in enumerate(due)]
     async with pool.acquire() as conn:
         first = await lifecycle.claim(conn, entries, "worker:w", 30)
-        again = await lifecycle.claim(conn, entries, "worker:w", 30)
-        other = await lifecycle.claim(conn, entries, "worker:v", 30)
+        again = await lifecycle.claim(conn, entries, "worker:w", 30, again=True)
+        other = await lifecycle.claim(conn, entries, "worker:v", 30, again=True)
+        # Read afresh (Redis delivered the entries to this consumer twice), they are stale.
+        redelivered = await lifecycle.claim(conn, entries, "worker:w", 30)
         attempts = await conn.fetch("SELECT attempts, worker FROM jobs")
     assert len(first) == 2 and sorted(again) == sorted(first)
     assert {c.attempt for c in again} == {1}
-    assert other == []
+    assert other == [] and redelivered == []
     assert {(r["attempts"], r["worker"]) for r in attempts} == {(1, "worker:w")}
     for job in jobs:
         assert await _claim_events(pool, job.id) == ["worker:w"]
@@ -124,7 +126,7 @@ async def test_a_claim_made_again_with_new_entries_returns_each_job_once(pool):
     await _queue(pool, new.id, "2-0")
     async with pool.acquire() as conn:
         claimed = await lifecycle.claim(
-            conn, [(earlier.id, "1-0"), (new.id, "2-0")], "worker:w", 30
+            conn, [(earlier.id, "1-0"), (new.id, "2-0")], "worker:w", 30, again=True
         )
     assert sorted((c.id, c.attempt, c.stream_id) for c in claimed) == sorted(
         [(earlier.id, 1, "1-0"), (new.id, 1, "2-0")]
@@ -148,7 +150,7 @@ async def test_a_claim_made_again_while_the_lost_one_still_commits_gets_its_jobs
 
         async def claim_again() -> list[Any]:
             async with pool.acquire() as conn:
-                return await lifecycle.claim(conn, [(job.id, "1-0")], "worker:w", 30)
+                return await lifecycle.claim(conn, [(job.id, "1-0")], "worker:w", 30, again=True)
 
         again = asyncio.create_task(claim_again())
         await asyncio.sleep(0.3)

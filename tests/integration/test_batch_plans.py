@@ -89,7 +89,7 @@ async def test_a_claim_made_again_finds_its_running_rows_by_id(conn):
     entries = [(row["id"], row["stream_id"]) for row in running[:64]]
 
     async def claim(c: asyncpg.Connection) -> None:
-        assert len(await lifecycle.claim(c, entries, "worker:w", 30)) == 64
+        assert len(await lifecycle.claim(c, entries, "worker:w", 30, again=True)) == 64
 
     plans = await _plans_of_updates(conn, claim)
     assert any("AND j.worker = p_worker" in plan for plan in plans), plans  # the step ran

@@ -34,7 +34,7 @@ __all__ = [
 CLAIM = """
 SELECT c.id, c.queue, c.type, c.payload, c.attempts, c.max_attempts, c.timeout_seconds,
        c.traceparent, c.tracestate, c.stream_id, c.run_at
-FROM taskforge_claim($1::uuid[], $2::text[], $3, $4, $5::integer[]) AS c
+FROM taskforge_claim($1::uuid[], $2::text[], $3, $4, $5::integer[], $6) AS c
 """
 
 # A finish is fenced by (status running, attempt, stream id): a worker that lost its lease
@@ -120,6 +120,7 @@ async def claim(
     worker: str,
     lease_seconds: float,
     dispatch_locks: Sequence[int] | None = None,
+    again: bool = False,
 ) -> list[ClaimedJob]:
     """Claim every entry whose row is queued with that stream id, in one statement.
 
@@ -127,9 +128,10 @@ async def claim(
     claim that missed entries (their dispatch not committed yet) waits for those dispatches
     to end and tries once more.
 
-    An entry whose row ``worker`` already runs from that very entry comes back as well, with
-    the same attempt and no new history, its lease renewed: claiming again after a claim whose
-    reply was lost finds the jobs that claim took (migration 0017).
+    With ``again`` (the same entries, after a claim that raised), an entry whose row
+    ``worker`` already runs from that very entry comes back as well, with the same attempt and
+    no new history, its lease renewed: the claim whose reply was lost took it (migration
+    0017). Without, such an entry is stale, as an entry Redis delivered twice must be.
     """
     if not entries:
         return []
@@ -140,6 +142,7 @@ async def claim(
         worker,
         lease_seconds,
         list(dispatch_locks) if dispatch_locks is not None else [0] * len(entries),
+        again,
     )
     return [ClaimedJob._make(row) for row in rows]
 

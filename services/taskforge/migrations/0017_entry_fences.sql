@@ -20,18 +20,17 @@
 -- cancel_requested: its handler failed (or timed out) just as the cancel arrived, too late for
 -- the worker to stop it, and retried it would run again though it was asked to end.
 --
--- taskforge_claim keeps its signature and result, and gains a last step: entries the UPDATE
--- did not claim, whose row is already `running` for this very worker from this very entry,
--- come back as claimed, attempts unchanged and no job_events row. That is a worker claiming
--- again the entries it read after a claim whose reply it lost (a PostgreSQL error after the
--- COMMIT): it used to find them `running`, take them for stale, ack them, and leave the job
--- running until its lease lapsed and the reaper retried it. This can live in the existing
--- signature because a worker of the previous release only ever claims an entry again after a
--- claim that raised, when it started none of that claim's jobs: XREADGROUP `>` never delivers
--- an entry twice to a consumer, and the worker's name (host and pid) is its own, so the step
--- gives such a worker exactly the jobs it lost and nothing it already runs. It only runs when
--- the UPDATE missed entries (after the second pass), so a claim whose entries all match pays
--- nothing for it.
+-- A new overload of taskforge_claim, with p_again, adds a last step: entries the UPDATE did
+-- not claim, whose row is already `running` for this very worker from this very entry, come
+-- back as claimed, attempts unchanged and no job_events row. That is a worker claiming again
+-- the entries it kept after a claim that raised (its reply lost after the COMMIT): it used to
+-- find them `running`, take them for stale, ack them, and leave the job running until its
+-- lease lapsed and the reaper retried it. Only such a claim passes p_again = true: an entry
+-- read afresh that Redis delivered again to the same consumer (a failover to a replica whose
+-- group position lags) may belong to a job this worker has already run and not yet recorded,
+-- and must stay stale. The step only runs when the UPDATE missed entries (after the second
+-- pass), so a claim whose entries all match pays nothing for it. The old signature stays as
+-- 0015 left it, for workers of the previous release.
 --
 -- The step renews the lease (as a heartbeat would) but changes nothing else. The worker takes
 -- the deadline it enforces on a handler before it sends the claim, so its idea of the lease
@@ -43,8 +42,8 @@
 -- twice (`j.id = ANY (p_ids)` and the unnest join), expected statuses as unnest columns, nested
 -- loops, merge joins and sequential scans off.
 
-CREATE OR REPLACE FUNCTION taskforge_claim(p_ids uuid[], p_stream_ids text[], p_worker text,
-                                           p_lease float8, p_dispatch_locks integer[])
+CREATE FUNCTION taskforge_claim(p_ids uuid[], p_stream_ids text[], p_worker text,
+                                p_lease float8, p_dispatch_locks integer[], p_again boolean)
 RETURNS TABLE (id uuid, queue text, type text, payload jsonb, attempts integer,
                max_attempts integer, timeout_seconds double precision, traceparent text,
                tracestate text, stream_id text, created_at timestamptz, run_at timestamptz)
@@ -89,7 +88,7 @@ BEGIN
         -- Every entry matched: nothing was still committing, and no entry was stale.
         EXIT WHEN claimed_total >= cardinality(p_ids);
     END LOOP;
-    IF claimed_total >= cardinality(p_ids) THEN
+    IF claimed_total >= cardinality(p_ids) OR NOT p_again THEN
         RETURN;
     END IF;
     -- Entries this worker already claimed from the same entry, in an earlier transaction whose

@@ -111,13 +111,14 @@ class Worker:
                     # Entries read while PostgreSQL was unreachable are claimed first: dropped,
                     # their jobs would wait a visibility timeout for the reaper.
                     entries, self._unclaimed = self._unclaimed, []
+                    again = bool(entries)  # after a claim that raised: it may have committed
                     if not entries:
                         entries = await streams.read(
                             self.redis, self.settings.queues, self.name, free, block_ms=1000
                         )
                     if entries:
                         self._unclaimed = entries
-                        await self._claim_and_start(entries)
+                        await self._claim_and_start(entries, again)
                         self._unclaimed = []
                     backoff = 0.1
                 except ResponseError as exc:
@@ -179,7 +180,9 @@ class Worker:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
-    async def _claim_and_start(self, entries: list[tuple[str, str, bytes | None]]) -> None:
+    async def _claim_and_start(
+        self, entries: list[tuple[str, str, bytes | None]], again: bool = False
+    ) -> None:
         stale: list[tuple[str, str]] = []
         wanted: list[tuple[uuid.UUID, str]] = []
         dispatch_locks: list[int] = []
@@ -200,7 +203,7 @@ class Worker:
         deadline = time.monotonic() + self.settings.lease_seconds
         async with self.pool.acquire() as conn:
             claimed = await lifecycle.claim(
-                conn, wanted, self.actor, self.settings.lease_seconds, dispatch_locks
+                conn, wanted, self.actor, self.settings.lease_seconds, dispatch_locks, again
             )
         claimed_ids = {job.stream_id for job in claimed}
         for queue, stream_id, _ in entries:
