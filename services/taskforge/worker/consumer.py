@@ -70,7 +70,6 @@ class Worker:
         self.runner = JobRunner(registry, settings, self.finisher, self.name, self._job_done)
         self._unclaimed: list[tuple[str, str, bytes | None]] = []
         self.closing = False
-        self._drained = False
         self._min_read = max(1, settings.worker_concurrency // 4)
         self._utilization_gauges = [metrics.WORKER_UTILIZATION.labels(q) for q in settings.queues]
         self._few_free_since: float | None = None
@@ -121,28 +120,28 @@ class Worker:
                         await self._claim_and_start(entries, again)
                         self._unclaimed = []
                     backoff = 0.1
-                except ResponseError as exc:
+                except STORE_ERRORS as exc:
                     # NOGROUP: Redis restarted empty or was flushed. UNBLOCKED: Redis 7 ends
                     # a blocked XREADGROUP whose stream was deleted (FLUSHDB) with this error.
-                    if "NOGROUP" in str(exc) or "UNBLOCKED" in str(exc):
+                    if isinstance(exc, ResponseError) and (
+                        "NOGROUP" in str(exc) or "UNBLOCKED" in str(exc)
+                    ):
                         await self._ensure_groups()
                         continue
-                    # READONLY (a failover made this Redis a replica), MISCONF (its disk is
-                    # full), BUSY (a script runs long), OOM: Redis's to mend, ours to wait
-                    # out like an unreachable Redis, with the running jobs still running.
+                    # Any other error reply (READONLY after a failover, MISCONF on a full
+                    # disk, BUSY, OOM) is Redis's to mend and ours to wait out, like an
+                    # unreachable store, with the running jobs still running.
                     self._store_error("intake", exc, backoff)
                     await wait_first(stop.wait(), timeout=backoff)
                     backoff = min(backoff * 2, 5.0)
-                except STORE_ERRORS as exc:
-                    self._store_error("intake", exc, backoff)
-                    await wait_first(stop.wait(), timeout=backoff)
-                    backoff = min(backoff * 2, 5.0)
+        except BaseException:
+            # Left by an error (a side task died): stop what still runs and hand it back now,
+            # rather than leave it for the reaper a lease later.
+            await self._drain(grace=0.0)
+            raise
+        else:
             await self._drain()
         finally:
-            if not self._drained:
-                # Left by an error (a side task died): stop what still runs and hand it back
-                # now, rather than leave it for the reaper a lease later.
-                await self._drain(grace=0.0)
             self.runner.close()
             # The finisher may be mid-flush: let it finish what it holds, never cancel it
             # with an outcome in hand (the job would stay running until the reaper came).
@@ -256,7 +255,6 @@ class Worker:
     async def _drain(self, grace: float | None = None) -> None:
         """Let running jobs finish within ``grace`` (default: the shutdown grace period),
         then cancel and hand back the rest."""
-        self._drained = True
         grace = self.settings.shutdown_grace if grace is None else grace
         if self.running and grace > 0:
             log.info(

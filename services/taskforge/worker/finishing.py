@@ -14,7 +14,6 @@ when their leases lapse.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import uuid
@@ -181,7 +180,7 @@ class Finisher:
         # finishes come back from PostgreSQL only for their log lines.
         logs_each = log.isEnabledFor(logging.INFO)
         async with self._bounded():
-            async with self._connection() as conn:
+            async with connection(self.pool) as conn:
                 done = await lifecycle.finish(
                     conn,
                     [(f.outcome, f.stream_id) for f in items],
@@ -277,7 +276,7 @@ class Finisher:
         ``handbacks`` until both are done: a store error leaves them for the retry."""
         handbacks = self.handbacks[:]
         async with self._bounded():
-            async with self._connection() as conn:
+            async with connection(self.pool) as conn:
                 await lifecycle.hand_back(
                     conn,
                     [(i, a, s) for i, a, _, s in handbacks],
@@ -296,9 +295,6 @@ class Finisher:
                 yield
             finally:
                 self._calls.discard(call)
-
-    def _connection(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
-        return connection(self.pool)
 
     def _time_left(self) -> float:
         """Seconds to the shutdown deadline; infinite before :meth:`close`."""
