@@ -67,11 +67,20 @@ def build_parser() -> argparse.ArgumentParser:
     for name, summary in DEPLOYABLES.items():
         commands.add_parser(name, help=summary, description=summary)
 
-    commands.add_parser(
+    migrate = commands.add_parser(
         "migrate",
         help="apply the database schema and exit",
         description="Apply pending "
-        "migrations under an advisory lock (safe when several replicas start at once).",
+        "migrations under an advisory lock (safe when several replicas start at once). The "
+        "checksum of every applied migration is recorded; a database where one was applied "
+        "from other text than this release's file is refused, naming the file.",
+    )
+    migrate.add_argument(
+        "--repair",
+        action="store_true",
+        help="record this release's checksums for migrations already applied whose file "
+        "changed (only for an edit you know changes nothing, such as a comment), then apply "
+        "pending ones",
     )
     extra_commands: list[Callable[[Any], None]] = []
     for module in ("taskforge.bench", "taskforge.client.cli"):

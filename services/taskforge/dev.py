@@ -19,7 +19,12 @@ from pathlib import Path
 
 from taskforge import embedded
 from taskforge.config import Settings
-from taskforge.store import CONNECT_ERRORS, describe_connect_error, migrate_url
+from taskforge.store import (
+    CONNECT_ERRORS,
+    MigrationMismatch,
+    describe_connect_error,
+    migrate_url,
+)
 
 STOP_TIMEOUT = 30.0
 
@@ -102,6 +107,9 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
+        except MigrationMismatch as exc:
+            print(f"taskforge dev: {exc}", file=sys.stderr)
+            return 2
         # --api and --workers are at least 1 (argtypes.positive_int refuses anything less).
         plan = [(f"api-{i + 1}" if args.api > 1 else "api", "api") for i in range(args.api)]
         plan.append(("scheduler", "scheduler"))

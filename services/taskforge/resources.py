@@ -226,4 +226,8 @@ def serve(
         asyncio.run(start())
     except KeyboardInterrupt:
         pass
+    except store.MigrationMismatch as exc:
+        # Not retried: the database will not change by waiting (the pod's restarts repeat it).
+        print(f"taskforge {service}: {exc}", file=sys.stderr)
+        return 2
     return 0

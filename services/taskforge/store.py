@@ -6,6 +6,7 @@ Driver errors stay asyncpg's; the lifecycle module above decides what they mean.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from importlib import resources
 from typing import Any
@@ -113,6 +114,15 @@ async def create_pool(
     return pool
 
 
+class MigrationMismatch(Exception):
+    """A migration recorded as applied to this database differs from this release's file.
+
+    Migrations are never edited once they have run anywhere: a database migrated from the
+    earlier text lacks what the new text adds (a function, a column), and the deployables
+    would fail later with errors that do not point here. The message names each file.
+    """
+
+
 def migration_files() -> list[tuple[int, str, str]]:
     """(version, name, sql) for every file under ``taskforge/migrations``, in order."""
     found = []
@@ -123,31 +133,89 @@ def migration_files() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-async def migrate(conn: asyncpg.Connection) -> list[str]:
+def migration_checksum(sql: str) -> str:
+    """The SHA-256 of a migration's text, as recorded when it is applied."""
+    return hashlib.sha256(sql.encode()).hexdigest()
+
+
+def _mismatch_message(mismatched: list[tuple[str, asyncpg.Record, str]]) -> str:
+    lines = [
+        f"{len(mismatched)} migration(s) applied to this database differ from this release's files:"
+    ]
+    for name, row, checksum in mismatched:
+        applied = row["applied_at"].strftime("%Y-%m-%d %H:%M UTC")
+        renamed = f" as {row['name']}" if row["name"] != name else ""
+        lines.append(
+            f"  {name}: applied {applied}{renamed} (sha256 {row['checksum'][:12]}), "
+            f"this release's file is sha256 {checksum[:12]}"
+        )
+    lines.append(
+        "An applied migration must never change. Restore the file as it was and put the "
+        "change in a new migration; for a database you can throw away (taskforge dev keeps "
+        "its own under --data-dir, default .taskforge/) delete it and migrate afresh; if you "
+        "know the change is harmless (a comment), `taskforge migrate --repair` records this "
+        "release's text as applied."
+    )
+    return "\n".join(lines)
+
+
+async def migrate(conn: asyncpg.Connection, *, repair: bool = False) -> list[str]:
     """Apply pending migrations under an advisory lock; return the names applied.
 
     Several replicas starting together queue on the lock; the later ones find nothing to do.
+    Each applied migration's checksum is recorded; one whose file has changed since raises
+    :class:`MigrationMismatch` before anything is applied, unless ``repair`` is set, which
+    records the files' checksums instead (for an edit known to be harmless). Rows recorded
+    by a release that kept no checksums take the current file's on first sight.
     """
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
     try:
+        # One round trip; the ALTER is for a table made by a release that kept no checksums.
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS taskforge_migrations ("
             " version integer PRIMARY KEY, name text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
+            " applied_at timestamptz NOT NULL DEFAULT now(), checksum text);"
+            "ALTER TABLE taskforge_migrations ADD COLUMN IF NOT EXISTS checksum text"
         )
         done = {
-            row["version"] for row in await conn.fetch("SELECT version FROM taskforge_migrations")
+            row["version"]: row
+            for row in await conn.fetch(
+                "SELECT version, name, applied_at, checksum FROM taskforge_migrations"
+            )
         }
+        files = [(v, name, sql, migration_checksum(sql)) for v, name, sql in migration_files()]
+        mismatched = []
+        for version, name, _, checksum in files:
+            row = done.get(version)
+            if row is None or row["checksum"] == checksum:
+                continue
+            if row["checksum"] is None or repair:
+                await conn.execute(
+                    "UPDATE taskforge_migrations SET checksum = $2 WHERE version = $1",
+                    version,
+                    checksum,
+                )
+                if row["checksum"] is not None:
+                    log.warning(
+                        "migration checksum repaired",
+                        extra={"action": "migrate.repair", "migration": name},
+                    )
+            else:
+                mismatched.append((name, row, checksum))
+        if mismatched:
+            raise MigrationMismatch(_mismatch_message(mismatched))
         applied = []
-        for version, name, sql in migration_files():
+        for version, name, sql, checksum in files:
             if version in done:
                 continue
             async with conn.transaction():
                 await conn.execute(sql)
                 await conn.execute(
-                    "INSERT INTO taskforge_migrations (version, name) VALUES ($1, $2)",
+                    "INSERT INTO taskforge_migrations (version, name, checksum)"
+                    " VALUES ($1, $2, $3)",
                     version,
                     name,
+                    checksum,
                 )
             log.info("migration applied", extra={"action": "migrate", "migration": name})
             applied.append(name)
@@ -156,12 +224,14 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
 
 
-async def migrate_url(url: str, application_name: str = "taskforge-migrate") -> list[str]:
+async def migrate_url(
+    url: str, application_name: str = "taskforge-migrate", *, repair: bool = False
+) -> list[str]:
     """Connect, migrate, disconnect; the connection named ``application_name``, so a
     deployable queued on the migration lock shows who it is in ``pg_stat_activity``."""
     conn = await asyncpg.connect(url, server_settings={"application_name": application_name})
     try:
-        return await migrate(conn)
+        return await migrate(conn, repair=repair)
     finally:
         await conn.close()
 

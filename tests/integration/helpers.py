@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -222,3 +224,31 @@ def terminated_at_exit(process: subprocess.Popen[bytes]) -> Iterator[None]:
         process.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(10)
+
+
+def run_taskforge(
+    *argv: str, postgres_url: str, cwd: str, redis_url: str | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``taskforge *argv`` in a process of its own against these stores (and ``env``)."""
+    stores = {"TASKFORGE_POSTGRES_URL": postgres_url}
+    if redis_url is not None:
+        stores["TASKFORGE_REDIS_URL"] = redis_url
+    return subprocess.run(
+        [sys.executable, "-m", "taskforge", *argv],
+        env={**os.environ, **stores, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def job_history(pool: asyncpg.Pool, job_id: uuid.UUID) -> list[asyncpg.Record]:
+    """A job's ``job_events`` rows, oldest first: from_status, to_status, actor, error."""
+    async with pool.acquire() as conn:
+        rows: list[asyncpg.Record] = await conn.fetch(
+            "SELECT from_status, to_status, actor, error FROM job_events WHERE job_id = $1 "
+            "ORDER BY id",
+            job_id,
+        )
+    return rows

@@ -3,10 +3,7 @@ the database is missing, the login is refused, or nothing listens there."""
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 import uuid
 from urllib.parse import urlsplit, urlunsplit
 
@@ -14,22 +11,11 @@ import pytest
 
 from taskforge.bench.system import EmbeddedSystem
 from tests.conftest import _with_db
+from tests.integration.helpers import run_taskforge
 
 
 def _taskforge(*argv: str, postgres_url: str, redis_url: str, cwd: str) -> tuple[int, str]:
-    env = {
-        **os.environ,
-        "TASKFORGE_POSTGRES_URL": postgres_url,
-        "TASKFORGE_REDIS_URL": redis_url,
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "taskforge", *argv],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_taskforge(*argv, postgres_url=postgres_url, redis_url=redis_url, cwd=cwd)
     return done.returncode, done.stderr
 
 
