@@ -9,7 +9,9 @@
 #                      (peer_pgqueuer) through PEER_POSTGRES_URL. Not run in CI.
 #
 #   make bench-compare taskforge's batch drain and pgqueuer's, alternated round by round
-#                      (bench/peers/compare.py, COMPARE_ROUNDS rounds) on the server of
+#                      (bench/peers/compare.py, COMPARE_ROUNDS rounds; pgqueuer at each
+#                      dequeue batch size of COMPARE_PEER_BATCH_SIZES, default 10 = as it
+#                      ships and 100 = tuned for short jobs) on the server of
 #                      PEER_POSTGRES_URL and the Redis db of COMPARE_REDIS_URL (flushed each
 #                      round): the ratio in bench/results/compare.json. A shared VM drifts
 #                      too much between minutes for figures taken apart to be compared.
@@ -24,6 +26,7 @@ PEER_WORKERS ?= 2
 PEER_REPEAT ?= 3
 PEERS_OUT ?= bench/results/peers.json
 COMPARE_ROUNDS ?= 3
+COMPARE_PEER_BATCH_SIZES ?= 10,100
 COMPARE_REDIS_URL ?= redis://127.0.0.1:6379/14
 COMPARE_OUT ?= bench/results/compare.json
 PGQUEUER_SPEC := pgqueuer[asyncpg]>=1.6,<2
@@ -43,6 +46,6 @@ bench-compare: install ## taskforge's drain as a ratio of pgqueuer's, alternated
 	@mkdir -p $(dir $(COMPARE_OUT))
 	$(PY) bench/peers/compare.py --postgres-url '$(PEER_POSTGRES_URL)' \
 		--redis-url '$(COMPARE_REDIS_URL)' --jobs $(PEER_JOBS) --workers $(PEER_WORKERS) \
-		--rounds $(COMPARE_ROUNDS) > $(COMPARE_OUT).part
+		--rounds $(COMPARE_ROUNDS) --peer-batch-sizes $(COMPARE_PEER_BATCH_SIZES) > $(COMPARE_OUT).part
 	@mv $(COMPARE_OUT).part $(COMPARE_OUT)
 	@cat $(COMPARE_OUT)

@@ -9,10 +9,14 @@ PostgreSQL server and Redis:
   separate processes, jobs submitted through ``/v1/jobs/batch``) on a fresh database
   ``--database`` of that server and a flushed Redis db (``--redis-url``: give it a db index
   of its own, it is emptied before each round);
-* ``bench/peers/pgqueuer_drain.py --repeat 1`` (its own database on the same server).
+* ``bench/peers/pgqueuer_drain.py --repeat 1`` (its own database on the same server), once
+  for each of ``--peer-batch-sizes``: by default pgqueuer as it ships (``batch_size`` 10, a
+  dequeue round trip per ten jobs, as the peer figures of issue 9 were taken) and as its
+  tuning guide advises for short jobs (100).
 
-Rounds alternate which system goes first. The report holds each round's pair and ratio,
-each system's median, and the ratio of the medians. JSON on stdout; progress on stderr.
+Rounds rotate which system goes first. The report holds each round's figures and ratios,
+each system's median, and the ratio of the medians against each pgqueuer setting. JSON on
+stdout; progress on stderr.
 
 Needs pgqueuer installed (``make bench-peers`` does it; ``make bench-compare`` runs this).
 """
@@ -21,11 +25,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +60,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=20000)
     parser.add_argument("--workers", type=int, default=2, help="worker processes of each system")
     parser.add_argument("--rounds", type=int, default=3)
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--peer-batch-sizes",
+        default="10,100",
+        help="pgqueuer dequeue batch sizes to run each round, comma-separated (default 10,100: "
+        "pgqueuer's default and its tuning guide's advice for short jobs)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        args.peer_batch_sizes = [int(size) for size in args.peer_batch_sizes.split(",")]
+    except ValueError:
+        parser.error("--peer-batch-sizes: comma-separated whole numbers, e.g. 10,100")
+    if not args.peer_batch_sizes or min(args.peer_batch_sizes) < 1:
+        parser.error("--peer-batch-sizes: each at least 1")
+    return args
 
 
 def log(message: str) -> None:
@@ -86,41 +105,48 @@ def taskforge_round(args: argparse.Namespace) -> float:
     return float(result["drain_throughput"])
 
 
-def peer_round(args: argparse.Namespace) -> float:
+def peer_round(args: argparse.Namespace, batch_size: int) -> float:
     command = [sys.executable, str(HERE / "pgqueuer_drain.py"), "--repeat", "1"]
-    command += ["--postgres-url", args.postgres_url]
+    command += ["--postgres-url", args.postgres_url, "--batch-size", str(batch_size)]
     command += ["--jobs", str(args.jobs), "--workers", str(args.workers)]
     return float(run_json(command, dict(os.environ))["drain_throughput"])
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Each system's name in the report, and the call that runs one drain of it.
+    runners: dict[str, Callable[[], float]] = {
+        "taskforge": functools.partial(taskforge_round, args)
+    }
+    for size in args.peer_batch_sizes:
+        runners[f"pgqueuer_b{size}"] = functools.partial(peer_round, args, size)
+    systems = list(runners)
     rounds: list[dict[str, float]] = []
     try:
         for index in range(args.rounds):
-            # Alternate who goes first: a drift within a round then favours neither.
-            order = ("taskforge", "pgqueuer") if index % 2 == 0 else ("pgqueuer", "taskforge")
+            # Rotate who goes first: a drift within a round then favours no one.
+            shift = index % len(systems)
             figures: dict[str, float] = {}
-            for system in order:
-                run = taskforge_round if system == "taskforge" else peer_round
-                figures[system] = run(args)
+            for system in systems[shift:] + systems[:shift]:
+                figures[system] = runners[system]()
                 log(f"round {index + 1}/{args.rounds}: {system} {figures[system]:,.0f} jobs/s")
-            figures["ratio"] = round(figures["taskforge"] / figures["pgqueuer"], 3)
+            for peer in systems[1:]:
+                figures[f"ratio_{peer}"] = round(figures["taskforge"] / figures[peer], 3)
             rounds.append(figures)
     except (OSError, RuntimeError, ValueError, asyncpg.PostgresError, redis.RedisError) as exc:
         log(f"failed: {exc}")
         return 1
     finally:
         asyncio.run(recreate_database(args.postgres_url, args.database, create=False))
-    ours = statistics.median(r["taskforge"] for r in rounds)
-    theirs = statistics.median(r["pgqueuer"] for r in rounds)
+    medians = {system: statistics.median(r[system] for r in rounds) for system in systems}
     document = {
         "jobs": args.jobs,
         "workers": args.workers,
         "rounds": rounds,
-        "taskforge_median": ours,
-        "pgqueuer_median": theirs,
-        "ratio_of_medians": round(ours / theirs, 3),
+        "medians": medians,
+        "ratio_of_medians": {
+            peer: round(medians["taskforge"] / medians[peer], 3) for peer in systems[1:]
+        },
         "machine": {"cpus": os.cpu_count()},
     }
     print(json.dumps(document, indent=2))
