@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
 
@@ -149,6 +150,17 @@ def finisher_for(pool: asyncpg.Pool, redis: LaneClient, errors: list[str]) -> Fi
     return Finisher(pool, redis, ACTOR, lambda where, exc, _: errors.append(f"{where}: {exc!r}"))
 
 
+async def shut_down(finisher: Finisher, running: asyncio.Task[None], budget: float) -> float:
+    """The worker's shutdown: close, wait for the finisher's run, then flush_all (within
+    ``budget`` and some slack); the seconds it took."""
+    started = time.monotonic()
+    async with asyncio.timeout(budget + 8):
+        finisher.close()
+        await asyncio.wait({running}, timeout=15.0)
+        await finisher.flush_all()
+    return time.monotonic() - started
+
+
 def actions(caplog: pytest.LogCaptureFixture) -> list[tuple[str, dict[str, object]]]:
     return [(r.__dict__.get("action", ""), r.__dict__) for r in caplog.records]
 
@@ -275,13 +287,8 @@ async def test_shutdown_with_postgres_down_gives_up_at_the_deadline_saying_what_
     outage.cut()
     running = asyncio.create_task(finisher.run())
     await asyncio.sleep(0.3)
-    # The worker's shutdown: close, wait for the finisher, then flush_all.
-    started = time.monotonic()
-    async with asyncio.timeout(short_shutdown + 8):
-        finisher.close()
-        await asyncio.wait({running}, timeout=15.0)
-        await finisher.flush_all()
-    assert time.monotonic() - started < short_shutdown + 4  # not 60 s; slack for a loaded machine
+    took = await shut_down(finisher, running, short_shutdown)
+    assert took < short_shutdown + 4  # not 60 s; slack for a loaded machine
     assert running.done()
     [left] = [e for a, e in actions(caplog) if a == "worker.shutdown.unrecorded"]
     assert (left["levelno"], left["outcomes"], left["handbacks"]) == (logging.ERROR, 2, 1)
@@ -299,13 +306,9 @@ async def test_shutdown_with_postgres_hanging_cuts_short_the_finish_under_way(
     running = asyncio.create_task(finisher.run())
     await asyncio.sleep(0.3)
     assert finisher.held == 1  # its finish is under way, made before any deadline
-    started = time.monotonic()
-    async with asyncio.timeout(short_shutdown + 8):
-        finisher.close()
-        await asyncio.wait({running}, timeout=15.0)
-        await finisher.flush_all()
+    took = await shut_down(finisher, running, short_shutdown)
     # Not the pool's command timeout (60 s): the connection is closed, not reset.
-    assert time.monotonic() - started < short_shutdown + 4  # not 60 s; slack for a loaded machine
+    assert took < short_shutdown + 4  # not 60 s; slack for a loaded machine
     [left] = [e for a, e in actions(caplog) if a == "worker.shutdown.unrecorded"]
     assert (left["outcomes"], left["handbacks"]) == (1, 0)
 
@@ -380,3 +383,43 @@ async def test_a_heartbeat_against_a_hanging_postgres_ends_within_its_interval(
     async with asyncio.timeout(10):
         await worker.heartbeat_once()
     assert time.monotonic() - started < settings.heartbeat_interval + 4.0  # not 60 s
+
+
+async def test_an_ack_that_fails_after_the_finish_is_retried_alone(
+    pool, redis_client, stores, caplog
+):
+    """The finish commits and the XACK fails (here the worker's Redis user loses XACK): the
+    whole batch used to be finished again, fenced out as already recorded, and its dead-letter
+    notices and log lines were lost. Now only the ack waits for the next try."""
+    jobs = await claimed_jobs(pool, redis_client, 2)
+    user, password = f"tf-finisher-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    await redis_client.execute_command(
+        "ACL", "SETUSER", user, "on", f">{password}", "~*", "&*", "+@all", "-xack"
+    )
+    parts = urlsplit(stores.redis_url)
+    netloc = f"{user}:{password}@{parts.hostname}:{parts.port}"
+    client = streams.connect(urlunsplit(parts._replace(netloc=netloc)))
+    errors: list[str] = []
+    caplog.set_level(logging.INFO, "taskforge.worker")
+    try:
+        finisher = finisher_for(pool, client, errors)
+        finisher.add(completed(jobs[0]))
+        dead = Outcome(jobs[1].id, jobs[1].attempt, Status.DEAD, error="gave up")
+        finisher.add(FinishItem(dead, jobs[1].queue, jobs[1].stream_id, jobs[1]))
+        async with asyncio.timeout(10):
+            assert await finisher.flush()
+        assert [status for status, _, _ in await rows(pool, jobs)] == ["completed", "dead"]
+        assert finisher.held == 0 and len(finisher.unacked) == 2
+        assert [e.split(":")[0] for e in errors] == ["ack"]
+        assert await unacked(redis_client) == 2
+        [(_, notice)] = await redis_client.xrange(streams.DLQ_STREAM)
+        assert str(jobs[1].id).encode() in notice[streams.FIELD]
+        finished = {str(e["job_id"]) for a, e in actions(caplog) if a == "job.finish"}
+        assert finished == {str(j.id) for j in jobs}
+        await redis_client.execute_command("ACL", "SETUSER", user, "+xack")
+        async with asyncio.timeout(10):
+            await finisher.flush_all()  # the next try: at the latest, at shutdown
+        assert finisher.unacked == [] and await unacked(redis_client) == 0
+    finally:
+        await client.aclose()
+        await redis_client.execute_command("ACL", "DELUSER", user)

@@ -28,7 +28,12 @@ from taskforge import lifecycle, metrics, streams
 from taskforge.lanes import LaneClient
 from taskforge.lifecycle import ClaimedJob, Outcome
 from taskforge.worker.refusals import is_transient, refused_as_dead
-from taskforge.worker.reports import count_outcomes, dead_notices, log_finishes
+from taskforge.worker.reports import (
+    count_outcomes,
+    dead_notices,
+    log_finishes,
+    log_left_at_shutdown,
+)
 
 log = logging.getLogger("taskforge.worker")
 
@@ -85,6 +90,7 @@ class Finisher:
         self.pending: list[FinishItem] = []
         self._recording = 0
         self.handbacks: list[tuple[uuid.UUID, int, str, str]] = []
+        self.unacked: list[tuple[str, str]] = []  # entries of recorded outcomes, ack failed
         self.closing = False
         self._ready = asyncio.Event()
         self._deadline: float | None = None  # in the event loop's time; set by close()
@@ -179,18 +185,35 @@ class Finisher:
         # Building a log record's fields per job costs as much as a job; the completed
         # finishes come back from PostgreSQL only for their log lines.
         logs_each = log.isEnabledFor(logging.INFO)
-        async with self._bounded():
-            async with connection(self.pool) as conn:
-                done = await lifecycle.finish(
-                    conn,
-                    [(f.outcome, f.stream_id) for f in items],
-                    self.actor,
-                    report_completed=logs_each,
-                )
-            # Ack only after the row is written; an outcome fenced out (the job was
-            # rescued meanwhile) is acked too: that entry is finished either way.
-            await streams.ack(self.redis, [(f.queue, f.stream_id) for f in items])
+        async with self._bounded(), connection(self.pool) as conn:
+            done = await lifecycle.finish(
+                conn,
+                [(f.outcome, f.stream_id) for f in items],
+                self.actor,
+                report_completed=logs_each,
+            )
+        # Ack only after the row is written; an outcome fenced out (the job was rescued
+        # meanwhile) is acked too: that entry is finished either way.
+        await self.ack([(f.queue, f.stream_id) for f in items])
         return done
+
+    async def ack(self, entries: list[tuple[str, str]]) -> None:
+        """Ack the entries of recorded outcomes, with those an earlier ack failed to.
+
+        A store error keeps them for the next try instead of raising: their outcomes are
+        recorded, and the finish sent again would be fenced out, which lost the batch's
+        dead-letter notices and log lines. Left unacked, an entry is only stale: should this
+        worker stop before acking it, the reaper acks it once it has been idle a lease.
+        """
+        entries = self.unacked + entries
+        try:
+            async with self._bounded():
+                await streams.ack(self.redis, entries)
+        except STORE_ERRORS as exc:
+            self.unacked = entries
+            self._on_error("ack", exc, 0)
+        else:
+            self.unacked = []
 
     async def _refused(
         self, item: FinishItem, exc: BaseException
@@ -248,6 +271,8 @@ class Finisher:
         """Before exit: record outcomes and hand back interrupted attempts, until
         ``SHUTDOWN_SECONDS`` after :meth:`close`; then log what is left."""
         self.close()
+        if self.unacked:
+            await self.ack([])
         while await self.flush() and self.handbacks:
             try:
                 await self._hand_back()
@@ -257,19 +282,9 @@ class Finisher:
                     break
                 self._on_error("shutdown", exc, wait)
                 await asyncio.sleep(wait)
-        if self.held or self.handbacks:
-            # Nothing is lost, only later: the reaper rescues these jobs once their leases
-            # lapse. The operator should know why they ran again or waited.
-            log.error(
-                f"shutting down with {self.held} outcomes not recorded and "
-                f"{len(self.handbacks)} attempts not handed back after {SHUTDOWN_SECONDS:g}s; "
-                "the reaper rescues their jobs when their leases lapse",
-                extra={
-                    "action": "worker.shutdown.unrecorded",
-                    "outcomes": self.held,
-                    "handbacks": len(self.handbacks),
-                },
-            )
+        # Nothing is lost, only later: the reaper rescues these jobs once their leases lapse
+        # (and acks the entries). The operator should know why they ran again or waited.
+        log_left_at_shutdown(self.held, len(self.handbacks), len(self.unacked), SHUTDOWN_SECONDS)
 
     async def _hand_back(self) -> None:
         """Return interrupted attempts to pending, then ack their entries. They stay in

@@ -1,5 +1,5 @@
-"""What the worker tells of the outcomes it recorded: counters, a log line per finish, and
-the dead-letter notices of the jobs that went dead."""
+"""What the worker tells of the outcomes it recorded: counters, a log line per finish, the
+dead-letter notices of the jobs that went dead, and what it left unrecorded at shutdown."""
 
 from __future__ import annotations
 
@@ -72,3 +72,29 @@ def dead_notices(done: list[lifecycle.Finished]) -> list[dict[str, Any]]:
         for d in done
         if d.status is Status.DEAD
     ]
+
+
+def log_left_at_shutdown(outcomes: int, handbacks: int, unacked: int, budget: float) -> None:
+    """One error line for what the finisher could not record, hand back or ack within its
+    shutdown ``budget`` (seconds); nothing when it left nothing."""
+    left = [
+        f"{count} {what}"
+        for count, what in (
+            (outcomes, "outcomes not recorded"),
+            (handbacks, "attempts not handed back"),
+            (unacked, "entries not acked"),
+        )
+        if count
+    ]
+    if not left:
+        return
+    log.error(
+        f"shutting down with {' and '.join(left)} after {budget:g}s; the reaper rescues "
+        "their jobs when their leases lapse",
+        extra={
+            "action": "worker.shutdown.unrecorded",
+            "outcomes": outcomes,
+            "handbacks": handbacks,
+            "unacked": unacked,
+        },
+    )
