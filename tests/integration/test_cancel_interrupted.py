@@ -20,7 +20,7 @@ from taskforge.reaper.reclaim import Reclaimer
 from taskforge.scheduler.dispatcher import Dispatcher
 from taskforge.worker.registry import load
 from tests.conftest import make_settings
-from tests.integration.helpers import running_pipeline, submit
+from tests.integration.helpers import job_history, running_pipeline, submit
 
 VT = 0.3  # visibility timeout and lease of the reaper's tests, seconds
 POLICY = RescuePolicy(max_deliveries=5, backoff_base=1.0, backoff_max=60.0)
@@ -38,15 +38,6 @@ async def _claimed_and_cancelled(pool, redis, **job) -> tuple[Job, str]:
         cancelled = await lifecycle.cancel(conn, submitted.id, "api")
     assert cancelled is not None and cancelled.status is Status.RUNNING
     return submitted, stream_id
-
-
-async def _history(pool, job_id):
-    async with pool.acquire() as conn:
-        return await conn.fetch(
-            "SELECT from_status, to_status, actor, error FROM job_events WHERE job_id = $1 "
-            "ORDER BY id",
-            job_id,
-        )
 
 
 def _reclaimed(reason: str) -> float:
@@ -76,7 +67,7 @@ async def test_a_cancel_requested_job_whose_worker_died_ends_cancelled(
     assert row["status"] == "cancelled" and row["attempts"] == 1
     assert row["finished_at"] is not None and row["lease_expires_at"] is None
     assert row["last_error"].startswith("cancelled on request; worker worker:ghost stopped")
-    last = (await _history(pool, job.id))[-1]
+    last = (await job_history(pool, job.id))[-1]
     assert (last["from_status"], last["to_status"], last["actor"], last["error"]) == (
         "running",
         "cancelled",
@@ -135,14 +126,14 @@ async def test_hand_back_ends_a_cancel_requested_job_cancelled_and_the_rest_pend
     assert rows[flagged]["stream_id"] is None and rows[flagged]["lease_expires_at"] is None
     assert rows[plain]["status"] == "pending" and rows[plain]["last_error"] is None
     assert [d.id for d in redo] == [plain]  # only the plain one runs again
-    last = (await _history(pool, flagged))[-1]
+    last = (await job_history(pool, flagged))[-1]
     assert (last["from_status"], last["to_status"], last["actor"], last["error"]) == (
         "running",
         "cancelled",
         "worker:w",
         HANDED_BACK_CANCELLED,
     )
-    assert (await _history(pool, plain))[-1]["error"] == "shutdown"
+    assert (await job_history(pool, plain))[-1]["error"] == "shutdown"
 
 
 async def test_a_worker_shutting_down_ends_a_job_cancelled_whose_signal_it_missed(
@@ -167,7 +158,7 @@ async def test_a_worker_shutting_down_ends_a_job_cancelled_whose_signal_it_misse
     async with pool.acquire() as conn:
         row = await conn.fetchrow("SELECT status, finished_at FROM jobs WHERE id = $1", job.id)
     assert row["status"] == "cancelled" and row["finished_at"] is not None
-    last = (await _history(pool, job.id))[-1]
+    last = (await job_history(pool, job.id))[-1]
     assert (last["from_status"], last["to_status"], last["error"]) == (
         "running",
         "cancelled",
@@ -194,7 +185,7 @@ async def test_an_attempt_that_failed_as_its_cancel_arrived_ends_cancelled(pool,
         True,
         "boom",
     )
-    history = await _history(pool, job.id)
+    history = await job_history(pool, job.id)
     assert (history[-1]["from_status"], history[-1]["to_status"]) == ("running", "cancelled")
 
 

@@ -9,10 +9,15 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from taskforge import store, streams
+from taskforge.config import Settings
 from taskforge.embedded import free_port
+from taskforge.jobs import Job
 from taskforge.reaper.reclaim import Reclaimer
+from taskforge.worker.consumer import Worker
+from taskforge.worker.execution import Running
 from taskforge.worker.registry import load
 from tests.conftest import make_settings
 from tests.integration.helpers import running_pipeline, submit, wait_status, wait_terminal
@@ -55,7 +60,20 @@ def _blocking_registry(started: asyncio.Event, cancelled: asyncio.Event):
     return registry
 
 
-async def test_worker_that_lost_its_lease_stops_the_handler(pool, redis_client, stores):
+@dataclass
+class _Blocked:
+    """A worker running one ``block`` job, its handler waiting to be cancelled."""
+
+    job: Job
+    worker: Worker
+    running: Running
+    settings: Settings
+    cancelled: asyncio.Event
+
+
+@contextlib.asynccontextmanager
+async def _blocked_job(pool, redis_client, stores) -> AsyncIterator[_Blocked]:
+    """A worker (leases of 30 s, a shutdown grace of 0.1 s) running a ``block`` job."""
     settings = make_settings(stores, visibility_timeout=30.0, shutdown_grace=0.1)
     started, cancelled = asyncio.Event(), asyncio.Event()
     job = await submit(pool, "block")
@@ -63,10 +81,17 @@ async def test_worker_that_lost_its_lease_stops_the_handler(pool, redis_client, 
         pool, redis_client, settings, _blocking_registry(started, cancelled)
     ) as [worker]:
         await asyncio.wait_for(started.wait(), 20)
+        [running] = worker.running.values()
+        yield _Blocked(job, worker, running, settings, cancelled)
+
+
+async def test_worker_that_lost_its_lease_stops_the_handler(pool, redis_client, stores):
+    async with _blocked_job(pool, redis_client, stores) as blocked:
+        job = blocked.job
         async with pool.acquire() as conn:  # the reaper rescued it meanwhile
             await conn.execute("UPDATE jobs SET status = 'retrying' WHERE id = $1", job.id)
-        await worker.heartbeat_once()
-        await asyncio.wait_for(cancelled.wait(), 10)
+        await blocked.worker.heartbeat_once()
+        await asyncio.wait_for(blocked.cancelled.wait(), 10)
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT status FROM jobs WHERE id = $1", job.id) == "retrying"
         actors = await conn.fetch("SELECT actor FROM job_events WHERE job_id = $1", job.id)
@@ -76,18 +101,12 @@ async def test_worker_that_lost_its_lease_stops_the_handler(pool, redis_client, 
 async def test_worker_fences_before_its_lease_lapses_when_postgres_is_gone(
     pool, redis_client, stores
 ):
-    settings = make_settings(stores, visibility_timeout=30.0, shutdown_grace=0.1)
-    started, cancelled = asyncio.Event(), asyncio.Event()
-    await submit(pool, "block")
-    async with running_pipeline(
-        pool, redis_client, settings, _blocking_registry(started, cancelled)
-    ) as [worker]:
-        await asyncio.wait_for(started.wait(), 20)
-        [running] = worker.running.values()
+    async with _blocked_job(pool, redis_client, stores) as blocked:
+        worker, running, cancelled = blocked.worker, blocked.running, blocked.cancelled
         broken = await store.create_pool(stores.postgres_url, min_size=0, max_size=1)
         await broken.close()  # acquire raises InterfaceError, as with PostgreSQL down
         healthy, worker.pool = worker.pool, broken
-        interval = settings.heartbeat_interval
+        interval = blocked.settings.heartbeat_interval
         try:
             # Two heartbeats of the lease left: keep running.
             running.lease_deadline = time.monotonic() + 2.5 * interval
@@ -114,14 +133,8 @@ class _HungPool:
 
 
 async def test_a_hung_postgresql_cannot_keep_a_handler_past_its_lease(pool, redis_client, stores):
-    settings = make_settings(stores, visibility_timeout=30.0, shutdown_grace=0.1)
-    started, cancelled = asyncio.Event(), asyncio.Event()
-    await submit(pool, "block")
-    async with running_pipeline(
-        pool, redis_client, settings, _blocking_registry(started, cancelled)
-    ) as [worker]:
-        await asyncio.wait_for(started.wait(), 20)
-        [running] = worker.running.values()
+    async with _blocked_job(pool, redis_client, stores) as blocked:
+        worker, running, cancelled = blocked.worker, blocked.running, blocked.cancelled
         healthy, worker.pool = worker.pool, _HungPool()
         heartbeat = asyncio.create_task(worker.heartbeat_once())
         try:
@@ -137,14 +150,9 @@ async def test_a_hung_postgresql_cannot_keep_a_handler_past_its_lease(pool, redi
 
 
 async def test_redis_failure_in_a_heartbeat_fences_nothing(pool, redis_client, stores):
-    settings = make_settings(stores, visibility_timeout=30.0, shutdown_grace=0.1)
-    started, cancelled = asyncio.Event(), asyncio.Event()
-    job = await submit(pool, "block")
-    async with running_pipeline(
-        pool, redis_client, settings, _blocking_registry(started, cancelled)
-    ) as [worker]:
-        await asyncio.wait_for(started.wait(), 20)
-        [running] = worker.running.values()
+    async with _blocked_job(pool, redis_client, stores) as blocked:
+        job, worker, running = blocked.job, blocked.worker, blocked.running
+        cancelled = blocked.cancelled
         # It would lapse before the next heartbeat unless renewed (not so soon that the
         # timeout sweep fences it first).
         running.lease_deadline = time.monotonic() + 2.0
