@@ -19,7 +19,7 @@ from taskforge.pb import messages_pb2
 from taskforge.reaper.reclaim import Reclaimer
 from taskforge.scheduler.dispatcher import Dispatcher
 from tests.conftest import make_settings
-from tests.integration.helpers import submit
+from tests.integration.helpers import job_history, submit
 
 VT = 0.3  # visibility timeout and lease of these tests, seconds
 
@@ -56,15 +56,6 @@ async def _rounds_until(reclaimer: Reclaimer, pool, ids, statuses, timeout=15.0)
         await asyncio.sleep(0.05)
 
 
-async def _events(pool, job_id):
-    async with pool.acquire() as conn:
-        return await conn.fetch(
-            "SELECT from_status, to_status, actor, error FROM job_events WHERE job_id = $1 "
-            "ORDER BY id",
-            job_id,
-        )
-
-
 async def _pending_count(redis) -> int:
     info = await redis.xpending(streams.stream_key("default"), streams.GROUP)
     return int(info["pending"])
@@ -78,7 +69,7 @@ async def test_attempt_of_a_dead_worker_is_retried_and_its_entry_acked(pool, red
     row = rows[job.id]
     assert (row["attempts"], row["stream_id"], row["lease_expires_at"]) == (1, None, None)
     assert "stopped renewing its lease" in row["last_error"] and "worker:ghost" in row["last_error"]
-    last = (await _events(pool, job.id))[-1]
+    last = (await job_history(pool, job.id))[-1]
     assert (last["from_status"], last["to_status"], last["actor"]) == (
         "running",
         "retrying",
@@ -86,6 +77,17 @@ async def test_attempt_of_a_dead_worker_is_retried_and_its_entry_acked(pool, red
     )
     assert await _pending_count(redis_client) == 0
     assert reclaimer.moved["lease_expired"] == 1
+
+
+async def test_expired_lease_sweep_acks_the_entry_it_rescued(pool, redis_client, stores):
+    """Sweep 2 alone (the entry not yet idle long enough for sweep 1) leaves nothing pending."""
+    job = await submit(pool, "ping")
+    await _deliver(pool, redis_client, claim=True)
+    reclaimer = Reclaimer(pool, redis_client, _settings(stores, visibility_timeout=60))
+    async with pool.acquire() as conn:  # lapse the lease; the entry stays fresh in Redis
+        await conn.execute("UPDATE jobs SET lease_expires_at = now() - interval '1 s'")
+    assert [r.id for r in await reclaimer.rescue_expired()] == [job.id]
+    assert await _pending_count(redis_client) == 0
 
 
 async def test_interrupted_last_attempt_goes_dead_with_a_dlq_notice(pool, redis_client, stores):
@@ -106,7 +108,7 @@ async def test_entry_read_but_never_claimed_goes_back_to_pending(pool, redis_cli
     reclaimer = Reclaimer(pool, redis_client, _settings(stores))
     row = (await _rounds_until(reclaimer, pool, [job.id], {"pending"}))[job.id]
     assert (row["attempts"], row["stream_id"], row["last_error"]) == (0, None, None)
-    assert (await _events(pool, job.id))[-1]["error"].endswith("dispatching the job again")
+    assert (await job_history(pool, job.id))[-1]["error"].endswith("dispatching the job again")
     assert await _pending_count(redis_client) == 0
     # The dispatcher sends it again with a new entry.
     assert await Dispatcher(pool, redis_client).dispatch_once() == 1
@@ -165,7 +167,7 @@ async def test_queued_job_whose_entry_redis_lost_is_sent_again(pool, redis_clien
     reclaimer = Reclaimer(pool, redis_client, _settings(stores))
     rows = await _rounds_until(reclaimer, pool, [j.id for j in jobs], {"pending"})
     assert {r["attempts"] for r in rows.values()} == {0}
-    assert "lost from Redis" in (await _events(pool, jobs[0].id))[-1]["error"]
+    assert "lost from Redis" in (await job_history(pool, jobs[0].id))[-1]["error"]
     assert reclaimer.moved["entry_lost"] == 3
     # The round recreated the stream and its group, so workers can read again.
     assert await redis_client.xinfo_groups(streams.stream_key("default"))

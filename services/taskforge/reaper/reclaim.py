@@ -8,7 +8,7 @@ Three sweeps, each safe to run on several reaper replicas at once:
    except those of a job whose lease is still renewed: its worker is alive, and its next
    heartbeat takes the entry back;
 2. **expired leases** — running jobs whose lease lapsed, whatever Redis holds (it may have
-   lost the entry in a restart or flush);
+   lost the entry in a restart or flush); the entries of the jobs moved are acked;
 3. **lost entries** — queued jobs waiting longer than the visibility timeout whose entry is no
    longer in its stream (Redis restarted empty, was flushed or failed over) go back to
    ``pending`` so the dispatcher sends them again.
@@ -136,9 +136,26 @@ class Reclaimer:
             async with self.pool.acquire() as conn:
                 batch = await lifecycle.rescue_expired_leases(conn, self.policy, LEASE_BATCH)
             moved += await self._record(batch)
+            await self._ack_rescued(batch)
             if len(batch) < LEASE_BATCH:
                 break
         return moved
+
+    async def _ack_rescued(self, rescued: Sequence[Rescued]) -> None:
+        """Ack the entries of jobs sweep 2 moved, which no one will finish any more.
+
+        Sweep 1 would ack them too, but only once they are idle past the visibility timeout
+        (a round later at best): until then they would count as pending in the stream.
+        """
+        done = [(r.queue, r.stream_id) for r in rescued if r.queue and r.stream_id]
+        try:
+            await streams.ack(self.redis, done)
+        except RedisError as exc:
+            # The rows are already moved; the idle sweep acks the entries later.
+            log.warning(
+                "acking rescued entries failed; the idle sweep will",
+                extra={"action": "reaper.ack.error", "error": repr(exc)},
+            )
 
     async def rescue_lost(self) -> list[Rescued]:
         """Sweep 3: queued jobs whose stream entry no longer exists, a few pages per round."""
