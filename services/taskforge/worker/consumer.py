@@ -21,9 +21,10 @@ from taskforge.config import Settings
 from taskforge.lanes import LaneClient
 from taskforge.resources import wait_first
 from taskforge.worker.execution import JobRunner, Running
-from taskforge.worker.finishing import STORE_ERRORS, Finisher
+from taskforge.worker.finishing import Finisher
 from taskforge.worker.leases import LeaseKeeper
 from taskforge.worker.registry import Registry
+from taskforge.worker.stores import STORE_ERRORS
 
 log = logging.getLogger("taskforge.worker")
 

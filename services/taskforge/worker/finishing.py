@@ -22,7 +22,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 
 import asyncpg
-from redis.exceptions import RedisError
 
 from taskforge import lifecycle, metrics, streams
 from taskforge.lanes import LaneClient
@@ -34,29 +33,13 @@ from taskforge.worker.reports import (
     log_finishes,
     log_left_at_shutdown,
 )
+from taskforge.worker.stores import STORE_ERRORS, ErrorReporter, connection
 
 log = logging.getLogger("taskforge.worker")
-
-STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, RedisError)
-ErrorReporter = Callable[[str, BaseException, float], None]
 
 # From close() to the end of flush_all. The worker's terminationGraceMarginSeconds (the
 # chart's time beyond the shutdown grace) must leave room for it.
 SHUTDOWN_SECONDS = 10.0
-
-
-@asynccontextmanager
-async def connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
-    """A connection of ``pool``, closed rather than reset if its call is cut short."""
-    async with pool.acquire() as conn:
-        try:
-            yield conn
-        except asyncio.CancelledError:
-            # Taking back a connection whose query was cancelled, the pool first waits for the
-            # cancel request and a reset: from a PostgreSQL that hangs, that is its command
-            # timeout (60 s) past the deadline or heartbeat that cut the call short.
-            conn.terminate()
-            raise
 
 
 @dataclass

@@ -16,7 +16,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 from taskforge import lifecycle, streams
-from taskforge.worker.finishing import STORE_ERRORS, connection
+from taskforge.worker.stores import STORE_ERRORS, connection
 
 if TYPE_CHECKING:
     from taskforge.worker.consumer import Worker
