@@ -46,14 +46,19 @@ async def _execute(url: str, sql: str) -> None:
         await conn.close()
 
 
+def _this_release() -> dict[int, tuple[str, str | None]]:
+    """The record a database migrated by this release holds: version → (name, checksum)."""
+    return {
+        version: (name, store.migration_checksum(sql))
+        for version, name, sql in store.migration_files()
+    }
+
+
 async def test_every_applied_migration_is_recorded_with_its_files_checksum(scratch_url):
     files = store.migration_files()
     applied = await store.migrate_url(scratch_url)
     assert applied == [name for _, name, _ in files]
-    record = await _record(scratch_url)
-    assert record == {
-        version: (name, store.migration_checksum(sql)) for version, name, sql in files
-    }
+    assert await _record(scratch_url) == _this_release()
     assert await store.migrate_url(scratch_url) == []
 
 
@@ -82,10 +87,7 @@ async def test_repair_records_this_releases_text(scratch_url):
         scratch_url, "UPDATE taskforge_migrations SET checksum = 'edited' WHERE version = 5"
     )
     assert await store.migrate_url(scratch_url, repair=True) == []
-    files = store.migration_files()
-    assert await _record(scratch_url) == {
-        version: (name, store.migration_checksum(sql)) for version, name, sql in files
-    }
+    assert await _record(scratch_url) == _this_release()
     assert await store.migrate_url(scratch_url) == []
 
 
@@ -94,10 +96,7 @@ async def test_a_record_without_checksums_takes_the_files_on_first_sight(scratch
     await store.migrate_url(scratch_url)
     await _execute(scratch_url, "ALTER TABLE taskforge_migrations DROP COLUMN checksum")
     assert await store.migrate_url(scratch_url) == []
-    files = store.migration_files()
-    assert await _record(scratch_url) == {
-        version: (name, store.migration_checksum(sql)) for version, name, sql in files
-    }
+    assert await _record(scratch_url) == _this_release()
 
 
 def _migrate_cli(url: str, *argv: str, cwd: str) -> subprocess.CompletedProcess[str]:

@@ -20,7 +20,13 @@ from taskforge.worker.consumer import Worker
 from taskforge.worker.execution import Running
 from taskforge.worker.registry import load
 from tests.conftest import make_settings
-from tests.integration.helpers import running_pipeline, submit, wait_status, wait_terminal
+from tests.integration.helpers import (
+    job_history,
+    running_pipeline,
+    submit,
+    wait_status,
+    wait_terminal,
+)
 
 
 async def _reaping(reclaimer: Reclaimer, stop: asyncio.Event) -> None:
@@ -186,11 +192,7 @@ async def test_shutdown_hands_unfinished_jobs_back_at_once(pool, redis_client, s
             "SELECT status, run_at <= now() AS due, lease_expires_at FROM jobs WHERE id = $1",
             job.id,
         )
-        last = await conn.fetchrow(
-            "SELECT from_status, to_status, error FROM job_events WHERE job_id = $1 "
-            "ORDER BY id DESC LIMIT 1",
-            job.id,
-        )
+    last = (await job_history(pool, job.id))[-1]
     assert (row["status"], row["due"], row["lease_expires_at"]) == ("pending", True, None)
     assert (last["from_status"], last["to_status"]) == ("running", "pending")
     assert "handed back" in last["error"]
